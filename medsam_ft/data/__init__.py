@@ -1,0 +1,33 @@
+"""Data sets and datalists: Synapse raw NIfTI, the TransUNet npz/h5 layout, axial slices of volumes."""
+
+from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
+from .synapse import (
+    SYNAPSE_CLASS_NAMES,
+    SYNAPSE_LABEL_MAP,
+    SYNAPSE_ORGANS,
+    SYNAPSE_RAW_IDS,
+    TRANSUNET_TEST_CASES,
+    find_raw_cases,
+    make_datalist,
+    read_datalist,
+)
+from .transunet import read_h5_volume, read_npz_slice, write_h5_volume, write_npz_slice
+
+__all__ = [
+    "LoadTransUNetd",
+    "SYNAPSE_CLASS_NAMES",
+    "SYNAPSE_LABEL_MAP",
+    "SYNAPSE_ORGANS",
+    "SYNAPSE_RAW_IDS",
+    "TRANSUNET_TEST_CASES",
+    "VolumeSliceDataset",
+    "apply_checked",
+    "find_raw_cases",
+    "load_volumes",
+    "make_datalist",
+    "read_datalist",
+    "read_h5_volume",
+    "read_npz_slice",
+    "write_h5_volume",
+    "write_npz_slice",
+]

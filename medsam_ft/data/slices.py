@@ -1,0 +1,75 @@
+"""3D volumes -> 2D axial training slices, and loading with errors that name the file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.transforms import MapTransform
+
+from medsam_ft.io import InputError
+
+from .transunet import read_h5_volume, read_npz_slice
+
+
+def apply_checked(transform: Callable[[Any], Any], item: Mapping[str, Any]) -> Any:
+    """``transform(item)``, with MONAI's wrapped exceptions turned into an :class:`InputError` naming the file."""
+    try:
+        return transform(item)
+    except Exception as err:  # MONAI wraps every failure in RuntimeError("applying transform ...")
+        cause: BaseException | None = err
+        while cause is not None:
+            if isinstance(cause, InputError):
+                raise cause from None
+            root, cause = cause, cause.__cause__
+        raise InputError(item.get("image", "<item>"), f"could not be loaded: {type(root).__name__}: {root}") from err
+
+
+class LoadTransUNetd(MapTransform):
+    """``{"image": path}`` of a TransUNet ``.npz`` slice or ``.npy.h5`` volume -> image and label tensors."""
+
+    def __init__(self) -> None:
+        super().__init__(["image"])
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        path = Path(d["image"])
+        reader = read_h5_volume if path.name.endswith(".h5") else read_npz_slice
+        d["image_path"] = str(path)
+        d.update(reader(path))
+        return d
+
+
+class VolumeSliceDataset(torch.utils.data.Dataset):
+    """Every axial slice of preloaded volumes, as 2D samples.
+
+    ``volumes``: dicts with ``image`` float[1, X, Y, Z] and ``label`` [1, X, Y, Z] (plus anything
+    else, e.g. ``case``). Item i is ``transform({"image": [1, X, Y], "label": [1, X, Y], "case", "slice"})``.
+    Slices are views into the volumes: nothing is copied up front.
+    """
+
+    def __init__(self, volumes: Sequence[Mapping[str, Any]], transform: Callable[[dict], dict] | None = None):
+        self.volumes = list(volumes)
+        self.transform = transform
+        self.index = [(v, z) for v, volume in enumerate(self.volumes) for z in range(volume["image"].shape[-1])]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        v, z = self.index[i]
+        volume = self.volumes[v]
+        item = {
+            "image": torch.as_tensor(volume["image"][..., z]),
+            "label": torch.as_tensor(volume["label"][..., z]),
+            "case": volume.get("case", v),
+            "slice": z,
+        }
+        return self.transform(item) if self.transform is not None else item
+
+
+def load_volumes(items: Sequence[Mapping[str, Any]], transform: Callable[[Any], Any]) -> list[dict[str, Any]]:
+    """Apply the volume ``transform`` to every datalist item, failing with the name of the bad file."""
+    return [apply_checked(transform, item) for item in items]

@@ -1,0 +1,81 @@
+"""File input/output with checked boundaries: clear errors naming the file, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad user input (a file, a folder, a checkpoint): the message names it and says what is wrong."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The temporary name keeps the full suffix (``.nii.gz``) so writers that infer the format from
+    the name behave as for ``path``. On error the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> None:
+    """Write ``array`` (its dtype kept) with ``affine`` as a NIfTI file, atomically."""
+    image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    image.set_qform(image.affine, code=1)
+    image.set_sform(image.affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
+
+
+def load_nifti(path: str | os.PathLike, ndim: int | None = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Read a NIfTI file fully into memory.
+
+    Returns ``(array, affine)`` with the file's own dtype and a float64[4, 4] affine. Raises
+    :class:`InputError` for a missing, unreadable, truncated or wrongly shaped file, or voxels
+    that are NaN or infinite.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        image = nib.load(path)
+        array = np.asanyarray(image.dataobj)
+    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, ValueError) as err:
+        raise InputError(path, f"not a readable NIfTI image ({type(err).__name__}: {err})") from None
+    if ndim is not None and array.ndim != ndim:
+        raise InputError(path, f"expected a {ndim}D image, got shape {tuple(array.shape)}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise InputError(path, f"{int((~np.isfinite(array)).sum())} voxels are NaN or infinite")
+    return np.asarray(array), np.asarray(image.affine, dtype=np.float64)

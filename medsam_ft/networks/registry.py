@@ -1,0 +1,72 @@
+"""One way to build a network: ``build_network(method, *, backbone, num_classes, ...)``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from medsam_ft.backbones import Backbone, build_backbone
+
+from .samed import SAMed
+from .semantic_sam import SemanticSAM
+
+NetworkFactory = Callable[..., SemanticSAM]
+_NETWORKS: dict[str, NetworkFactory] = {}
+
+
+def register_network(name: str) -> Callable[[NetworkFactory], NetworkFactory]:
+    """Register ``factory(backbone: Backbone, num_classes: int, config: dict, **options)`` as method ``name``."""
+
+    def decorator(factory: NetworkFactory) -> NetworkFactory:
+        if name in _NETWORKS:
+            raise ValueError(f"network {name!r} is registered twice")
+        _NETWORKS[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_networks() -> list[str]:
+    return sorted(_NETWORKS)
+
+
+def build_network(
+    method: str,
+    *,
+    backbone: str,
+    num_classes: int,
+    checkpoint: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    **method_options: Any,
+) -> SemanticSAM:
+    """Build fine-tuning method ``method`` on ``backbone`` for ``num_classes`` classes (background included).
+
+    ``checkpoint``: the backbone's weights (a SAM ``.pth`` for ViT backbones; None = the embedded
+    LiteMedSAM weights, or random initialisation for ViT). ``image_size``: the backbone's input size
+    (default: its native size). ``method_options`` go to the method (e.g. ``rank=4`` for samed).
+    The returned network's ``config`` rebuilds it: ``build_network(**net.config)``.
+    """
+    if method not in _NETWORKS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list_networks()}")
+    parts: Backbone = build_backbone(backbone, checkpoint=checkpoint, image_size=image_size)
+    config = {
+        "method": method,
+        "backbone": backbone,
+        "num_classes": num_classes,
+        "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
+        "image_size": parts.image_size,
+        **method_options,
+    }
+    return _NETWORKS[method](parts, num_classes, config, **method_options)
+
+
+@register_network("decoder_only")
+def _decoder_only(backbone: Backbone, num_classes: int, config: dict) -> SemanticSAM:
+    """Baseline: frozen encoder; mask decoder and no-prompt embedding trained."""
+    return SemanticSAM(backbone, num_classes, config)
+
+
+@register_network("samed")
+def _samed(backbone: Backbone, num_classes: int, config: dict, rank: int = 4, alpha: float = 1.0) -> SemanticSAM:
+    return SAMed(backbone, num_classes, config, rank=rank, alpha=alpha)

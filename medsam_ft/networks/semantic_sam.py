@@ -1,0 +1,189 @@
+"""SemanticSAM: prompt-free SAM with one mask token per class; the network every method builds on."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import MaskDecoder
+from torch import nn
+
+from medsam_ft.backbones import Backbone
+
+# SAM's pixel statistics (0-255 scale), applied to [0, 1] inputs.
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class ClassMaskDecoder(nn.Module):
+    """SAM's mask decoder with ``num_classes`` mask tokens and hypernetwork heads, one per class.
+
+    Initialisation (deliberate, not a partial strict load): class ``c`` starts from SAM's mask
+    token and hypernetwork MLP number ``c mod 4`` (SAM has 4: the single-mask output and three
+    multi-mask outputs), so every class starts as one of SAM's pretrained mask predictors.
+    The IoU token stays in the token sequence (it takes part in attention); SAM's IoU prediction
+    head is dropped, since semantic training has no use for it and DDP would see it unused.
+    """
+
+    def __init__(self, sam_decoder: MaskDecoder, num_classes: int):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.transformer_dim = sam_decoder.transformer_dim
+        self.transformer = sam_decoder.transformer
+        self.iou_token = sam_decoder.iou_token
+        self.output_upscaling = sam_decoder.output_upscaling
+        pretrained = sam_decoder.num_mask_tokens
+        source = [c % pretrained for c in range(num_classes)]
+        self.mask_tokens = nn.Embedding(num_classes, self.transformer_dim)
+        with torch.no_grad():
+            self.mask_tokens.weight.copy_(sam_decoder.mask_tokens.weight[source])
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            copy.deepcopy(sam_decoder.output_hypernetworks_mlps[i]) for i in source
+        )
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> torch.Tensor:
+        """Predict one mask per class.
+
+        Args:
+            image_embeddings: float[B, D, h, w] from the image encoder.
+            image_pe: float[1, D, h, w] positional encoding of the embedding grid.
+            sparse_prompt_embeddings: float[B, N, D] (N = 0 without prompts).
+            dense_prompt_embeddings: float[B, D, h, w].
+
+        Returns:
+            logits: float[B, C, 4h, 4w].
+        """
+        batch, dim, height, width = image_embeddings.shape
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
+        src = image_embeddings + dense_prompt_embeddings
+        pos = image_pe.expand(batch, -1, -1, -1)
+        hidden, src = self.transformer(src, pos, tokens)
+        mask_tokens_out = hidden[:, 1 : 1 + self.num_classes]
+        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, dim, height, width))
+        hyper = torch.stack(
+            [mlp(mask_tokens_out[:, c]) for c, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
+        b, c, h, w = upscaled.shape
+        return (hyper @ upscaled.flatten(2)).view(b, self.num_classes, h, w)
+
+
+class SemanticSAM(nn.Module):
+    """Prompt-free semantic segmentation with a SAM-family backbone.
+
+    ``forward(image)``: float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s], C classes
+    including background, s = ``output_stride``. The network resizes the input to its backbone's
+    ``image_size`` (bilinear) and applies SAM's pixel normalisation itself; if H x W differs from
+    the backbone size, the logits are resized to H/s x W/s.
+
+    Trainable tensors are declared by module with :meth:`set_trainable`; by default (the
+    ``decoder_only`` baseline) the class mask decoder and the no-prompt embedding.
+    """
+
+    def __init__(self, backbone: Backbone, num_classes: int, config: Mapping[str, Any]):
+        super().__init__()
+        self.image_encoder = backbone.image_encoder
+        self.prompt_encoder = backbone.prompt_encoder
+        self.mask_decoder = ClassMaskDecoder(backbone.mask_decoder, num_classes)
+        self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1) / 255.0, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1) / 255.0, persistent=False)
+        self.num_classes = num_classes
+        self.image_size = backbone.image_size
+        self.output_stride = backbone.image_size // (4 * backbone.embedding_size)
+        self.config = dict(config)
+        self.backbone_sha256 = backbone.weights_sha256
+        self.trainable_modules: list[nn.Module] = []
+        self.set_trainable([self.mask_decoder, self.prompt_encoder.no_mask_embed])
+
+    # --- what is trained -------------------------------------------------------------------------
+    def set_trainable(self, modules: Iterable[nn.Module]) -> None:
+        """Freeze every parameter, then make exactly the parameters of ``modules`` trainable."""
+        self.trainable_modules = list(modules)
+        self.requires_grad_(False)
+        for module in self.trainable_modules:
+            module.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> SemanticSAM:
+        """Set train/eval mode; batch norms with no trainable parameter stay in eval (frozen statistics)."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()
+            ):
+                module.eval()
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Exactly the tensors this method trains (parameters and buffers of its trainable modules)."""
+        names = {id(module): name for name, module in self.named_modules()}
+        state: dict[str, torch.Tensor] = {}
+        for module in self.trainable_modules:
+            prefix = names[id(module)]
+            for key, value in module.state_dict().items():
+                state[f"{prefix}.{key}"] = value.detach().clone()
+        return state
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+        """Load what :meth:`trainable_state_dict` returned; keys and shapes must match exactly."""
+        expected = {k: v.shape for k, v in self.trainable_state_dict().items()}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                f"{source} does not match this {self.config.get('method')} network: "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(expected[k])}" for k in mismatched[:3])
+            )
+        self.load_state_dict(dict(state), strict=False)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # --- forward ------------------------------------------------------------------------------------
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        """float[B, 3, H, W] in [0, 1] -> float[B, 3, S, S] SAM-normalised at the backbone size S."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected an image batch float[B, 3, H, W] in [0, 1], got shape {tuple(image.shape)}")
+        if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
+            image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return (image - self.pixel_mean) / self.pixel_std
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Image embeddings float[B, D, S/p, S/p]; without autograd when no encoder tensor is trained."""
+        if any(p.requires_grad for p in self.image_encoder.parameters()):
+            return self.image_encoder(image)
+        with torch.no_grad():
+            return self.image_encoder(image)
+
+    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """float[B, D, h, w] image embeddings -> logits float[B, C, 4h, 4w], with the no-prompt embedding."""
+        batch = embeddings.shape[0]
+        sparse, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
+        return self.mask_decoder(
+            embeddings,
+            self.prompt_encoder.get_dense_pe(),
+            sparse.expand(batch, -1, -1),
+            dense.expand(batch, -1, -1, -1),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s]."""
+        height, width = image.shape[-2:]
+        logits = self.decode(self.encode(self.preprocess(image)))
+        out_size = (height // self.output_stride, width // self.output_stride)
+        if tuple(logits.shape[-2:]) != out_size:
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        return logits
