@@ -66,6 +66,12 @@ def _smooth_field(rng: np.random.Generator, grid: tuple[np.ndarray, ...], n_wave
     return field / n_waves
 
 
+def _axis_range(axis: np.ndarray, centre: float, radius: float) -> slice:
+    """The index range of grid ``axis`` within ``radius`` of ``centre``."""
+    inside = np.flatnonzero(np.abs(axis.ravel() - centre) <= radius)
+    return slice(int(inside[0]), int(inside[-1]) + 1) if inside.size else slice(0, 0)
+
+
 def make_case(case_id: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate one phantom case.
 
@@ -103,12 +109,17 @@ def make_case(case_id: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
         cv = cv * scale_v + rng.normal(0, 0.03)
         cw = cw + rng.normal(0, 0.03)
         ru, rv, rw = (r * rng.uniform(0.85, 1.15) for r in organ.radii)
-        dist = ((i - cu) / (ru * scale_u)) ** 2 + ((j - cv) / (rv * scale_v)) ** 2 + ((k - cw) / rw) ** 2
-        inside = (dist + organ.deform * _smooth_field(rng, grid)) < 1.0
-        inside &= body & ~muscle_wall
-        label[inside] = organ.label
+        # Work in the organ's bounding box: the deformation moves the boundary by at most sqrt(1 + deform).
+        reach = np.sqrt(1.0 + organ.deform)
+        box = (_axis_range(i, cu, ru * scale_u * reach), _axis_range(j, cv, rv * scale_v * reach),
+               _axis_range(k, cw, rw * reach))
+        sub = (i[box[0]], j[:, box[1]], k[:, :, box[2]])
+        dist = ((sub[0] - cu) / (ru * scale_u)) ** 2 + ((sub[1] - cv) / (rv * scale_v)) ** 2 + ((sub[2] - cw) / rw) ** 2
+        inside = (dist + organ.deform * _smooth_field(rng, sub)) < 1.0
+        inside &= body[box] & ~muscle_wall[box]
+        label[box][inside] = organ.label
         hu = organ.hu + rng.normal(0, 6.0)
-        image[inside] = hu + 8.0 * _smooth_field(rng, grid, 8, 6.0)[inside]
+        image[box][inside] = hu + 8.0 * _smooth_field(rng, sub, 8, 6.0)[inside]
 
     # Kidneys: darker medulla in the centre of each kidney.
     for kidney in (2, 3):

@@ -80,8 +80,10 @@ class RemapLabelsd(MapTransform):
         for key in self.key_iterator(d):
             label = d[key]
             values = torch.as_tensor(label)
-            ids = set(torch.unique(values).tolist())
-            unknown = sorted(i for i in ids if i not in self.allowed)
+            ids = torch.unique(values).tolist()
+            if any(i != int(i) for i in ids):
+                raise InputError(source_name(d, key), f"label values are not integers (e.g. {[i for i in ids if i != int(i)][:3]})")
+            unknown = sorted(int(i) for i in ids if int(i) not in self.allowed)
             if unknown:
                 raise InputError(source_name(d, key), f"label ids {unknown[:10]} outside the expected {sorted(self.allowed)}")
             remapped = torch.as_tensor(self.lut, device=values.device)[values.long()]

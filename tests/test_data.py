@@ -1,0 +1,212 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from data_prep.phantom import SYNAPSE_CASE_IDS, make_case
+from data_prep.synapse import main as synapse_main
+from medsam_ft.data import (
+    SYNAPSE_CLASS_NAMES,
+    SYNAPSE_LABEL_MAP,
+    LoadTransUNetd,
+    VolumeSliceDataset,
+    load_volumes,
+    make_datalist,
+    read_datalist,
+    read_h5_volume,
+    read_npz_slice,
+)
+from medsam_ft.io import InputError, load_nifti, write_nifti
+from medsam_ft.transforms import RandRotFlipOrRotated, slice_transforms, volume_transforms
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _synapse_transform():
+    return volume_transforms((-125, 275), SYNAPSE_LABEL_MAP, range(14))
+
+
+def test_phantom_is_deterministic_and_plausible():
+    image, label, affine = make_case(5, seed=0)
+    again, again_label, _ = make_case(5, seed=0)
+    np.testing.assert_array_equal(image, again)
+    np.testing.assert_array_equal(label, again_label)
+    assert not np.array_equal(make_case(5, seed=1)[0], image)
+    assert image.dtype == np.int16 and label.dtype == np.uint8
+    x, y, z = image.shape
+    assert x == y and 160 <= x <= 256 and 24 <= z <= 64
+    spacing = np.abs(np.diag(affine)[:3])
+    assert 0.7 <= spacing[0] <= 0.9 and 2.5 <= spacing[2] <= 5.0
+    assert not np.allclose(affine, np.eye(4))
+    assert set(SYNAPSE_LABEL_MAP) <= set(np.unique(label).tolist())  # all 8 organs present
+    # several organs close in HU: liver, spleen and pancreas means within 30 HU of each other
+    means = {k: image[label == k].mean() for k in (6, 1, 11)}
+    assert max(means.values()) - min(means.values()) < 30
+    assert image[label == 8].mean() > 150  # contrast-enhanced aorta
+    assert SYNAPSE_CASE_IDS[:10] == tuple(range(1, 11)) and SYNAPSE_CASE_IDS[10] == 21
+
+
+def test_phantom_cli_writes_synapse_layout(tmp_path):
+    subprocess.run([sys.executable, "-m", "data_prep.phantom", "--out", str(tmp_path), "--cases", "2", "--seed", "3"],
+                   check=True, cwd=ROOT)
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == ["img0001.nii.gz", "img0002.nii.gz"]
+    image = nib.load(tmp_path / "img" / "img0002.nii.gz")
+    label = nib.load(tmp_path / "label" / "label0002.nii.gz")
+    np.testing.assert_array_equal(np.asanyarray(image.dataobj), make_case(2, seed=3)[0])
+    np.testing.assert_allclose(image.affine, label.affine)
+
+
+def test_datalist_transunet_split(phantom_dir, tmp_path):
+    datalist = make_datalist(phantom_dir, val_cases=1, seed=0)
+    assert [i["case"] for i in datalist["test"]] == [1, 2, 3, 4]
+    assert len(datalist["training"]) == 1 and len(datalist["validation"]) == 1
+    assert {i["case"] for i in datalist["training"] + datalist["validation"]} == {5, 6}
+    assert datalist["labels"]["1"] == "spleen" and datalist["labels"]["8"] == "pancreas"
+    assert datalist["label_map"] == {"1": 1, "2": 2, "3": 3, "4": 4, "6": 5, "7": 6, "8": 7, "11": 8}
+    assert datalist["hu_window"] == [-125.0, 275.0]
+    out = tmp_path / "lists" / "datalist.json"
+    synapse_main(["--raw", str(phantom_dir), "--out", str(out), "--val-cases", "1"])
+    on_disk = json.loads(out.read_text())
+    assert not Path(on_disk["test"][0]["image"]).is_absolute()
+    resolved = read_datalist(out)
+    assert Path(resolved["test"][0]["image"]).samefile(phantom_dir / "img" / "img0001.nii.gz")
+
+
+def test_volume_transforms_window_remap_orientation(phantom_dir):
+    volume = load_volumes([{"image": str(phantom_dir / "img" / "img0005.nii.gz"),
+                            "label": str(phantom_dir / "label" / "label0005.nii.gz")}], _synapse_transform())[0]
+    raw_image, raw_label, affine = make_case(5, seed=0)
+    # the phantom stores axes 0 and 1 flipped (negative spacing); RAS orientation flips them back
+    assert affine[0, 0] < 0 and affine[1, 1] < 0
+    expected = np.clip((raw_image[::-1, ::-1].astype(np.float32) + 125) / 400, 0, 1)
+    np.testing.assert_allclose(volume["image"][0].numpy(), expected, atol=1e-6)
+    lut = np.zeros(14, dtype=np.int64)
+    for raw, new in SYNAPSE_LABEL_MAP.items():
+        lut[raw] = new
+    np.testing.assert_array_equal(volume["label"][0].numpy(), lut[raw_label[::-1, ::-1]])
+    assert volume["label"].max() == 8 and len(SYNAPSE_CLASS_NAMES) == 9
+
+
+def _write_pair(root, image, label, affine=np.diag([-0.8, -0.8, 3.0, 1.0])):
+    write_nifti(root / "img" / "img0001.nii.gz", image, affine)
+    write_nifti(root / "label" / "label0001.nii.gz", label, affine)
+    return {"image": str(root / "img" / "img0001.nii.gz"), "label": str(root / "label" / "label0001.nii.gz")}
+
+
+def test_bad_data_names_the_file(tmp_path):
+    image = np.zeros((16, 16, 4), dtype=np.float32)
+    label = np.zeros((16, 16, 4), dtype=np.uint8)
+    transform = _synapse_transform()
+
+    (tmp_path / "a" / "img").mkdir(parents=True)
+    write_nifti(tmp_path / "a" / "img" / "img0001.nii.gz", image, np.eye(4))
+    with pytest.raises(InputError, match=r"img0001.nii.gz: has no label file"):
+        make_datalist(tmp_path / "a")
+
+    item = _write_pair(tmp_path / "b", image, np.zeros((16, 12, 4), dtype=np.uint8))
+    with pytest.raises(InputError, match=r"label0001.nii.gz: label shape \(16, 12, 4\) differs"):
+        load_volumes([item], transform)
+    with pytest.raises(InputError, match=r"label shape"):
+        make_datalist(tmp_path / "b", val_cases=0)
+
+    bad_label = label.copy()
+    bad_label[0, 0, 0] = 20
+    item = _write_pair(tmp_path / "c", image, bad_label)
+    with pytest.raises(InputError, match=r"label0001.nii.gz: label ids \[20\] outside the expected"):
+        load_volumes([item], transform)
+
+    nan_image = image.copy()
+    nan_image[1, 2, 3] = np.nan
+    item = _write_pair(tmp_path / "d", nan_image, label)
+    with pytest.raises(InputError, match=r"img0001.nii.gz: 1 voxels are NaN or infinite"):
+        load_volumes([item], transform)
+
+    item = _write_pair(tmp_path / "e", image, label)
+    Path(item["image"]).write_bytes(b"not a nifti file at all")
+    with pytest.raises(InputError, match=r"img0001.nii.gz: could not be loaded"):
+        load_volumes([item], transform)
+    with pytest.raises(InputError, match=r"img0001.nii.gz: not a readable NIfTI image"):
+        make_datalist(tmp_path / "e", val_cases=0)
+
+
+def test_load_nifti_errors(tmp_path):
+    path = tmp_path / "vol.nii.gz"
+    write_nifti(path, np.random.rand(8, 8, 8).astype(np.float32), np.eye(4))
+    array, affine = load_nifti(path)
+    assert array.shape == (8, 8, 8)
+    truncated = tmp_path / "cut.nii.gz"
+    truncated.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(InputError, match="cut.nii.gz: not a readable NIfTI image"):
+        load_nifti(truncated)
+    with pytest.raises(InputError, match=r"expected a 2D image"):
+        load_nifti(path, ndim=2)
+    with pytest.raises(InputError, match="missing.nii.gz: file not found"):
+        load_nifti(tmp_path / "missing.nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.nii.gz", "vol.nii.gz"]  # no temp files left
+
+
+def test_every_slice_becomes_a_training_sample(phantom_dir):
+    items = [{"image": str(phantom_dir / "img" / f"img000{c}.nii.gz"),
+              "label": str(phantom_dir / "label" / f"label000{c}.nii.gz"), "case": c} for c in (5, 6)]
+    volumes = load_volumes(items, _synapse_transform())
+    dataset = VolumeSliceDataset(volumes, slice_transforms(image_size=64, augment=True))
+    assert len(dataset) == sum(v["image"].shape[-1] for v in volumes)
+    sample = dataset[len(dataset) - 1]
+    assert sample["image"].shape == (3, 64, 64) and sample["image"].dtype == torch.float32
+    assert sample["label"].shape == (1, 64, 64) and sample["label"].dtype == torch.long
+    assert sample["case"] == 6 and sample["slice"] == volumes[1]["image"].shape[-1] - 1
+    assert 0.0 <= sample["image"].min() and sample["image"].max() <= 1.0
+    assert torch.equal(sample["image"][0], sample["image"][2])  # grey -> 3 identical channels
+    plain = VolumeSliceDataset(volumes)[3]
+    assert torch.equal(plain["image"], volumes[0]["image"][..., 3])
+
+
+def test_samed_augmentation_keeps_image_and_label_aligned():
+    label = torch.zeros(1, 32, 32)
+    label[0, 4:12, 6:20] = 3
+    label[0, 20:28, 2:9] = 5
+    aug = RandRotFlipOrRotated(image_mode="nearest")
+    aug.set_random_state(0)
+    seen_changed = 0
+    for _ in range(40):
+        out = aug({"image": label.clone(), "label": label.clone()})
+        assert torch.equal(torch.as_tensor(out["image"]), torch.as_tensor(out["label"]))
+        assert set(torch.unique(torch.as_tensor(out["label"])).tolist()) <= {0.0, 3.0, 5.0}
+        seen_changed += not torch.equal(torch.as_tensor(out["label"]), label)
+    assert 10 < seen_changed < 40  # about a quarter of the draws leave the slice unchanged
+
+
+def test_transunet_layout_round_trip(phantom_dir, tmp_path):
+    datalist_path = tmp_path / "datalist.json"
+    out = tmp_path / "transunet"
+    synapse_main(["--raw", str(phantom_dir), "--out", str(datalist_path), "--val-cases", "1", "--transunet", str(out)])
+    datalist = read_datalist(datalist_path)
+    test_item = datalist["test"][0]
+    volume = load_volumes([test_item], _synapse_transform())[0]
+    h5 = read_h5_volume(out / "test_vol_h5" / "case0001.npy.h5")
+    torch.testing.assert_close(h5["image"], volume["image"].as_tensor().float())
+    assert torch.equal(h5["label"], volume["label"].as_tensor().long())
+    train_names = (out / "lists" / "lists_Synapse" / "train.txt").read_text().split()
+    n_train_slices = sum(nib.load(i["image"]).shape[2] for i in datalist["training"] + datalist["validation"])
+    assert len(train_names) == n_train_slices
+    assert (out / "lists" / "lists_Synapse" / "test_vol.txt").read_text().split() == [
+        "case0001", "case0002", "case0003", "case0004"]
+    # an npz slice enters the same 2D chain as a NIfTI slice
+    first = train_names[0]
+    loaded = LoadTransUNetd()({"image": str(out / "train_npz" / f"{first}.npz")})
+    sample = slice_transforms(image_size=32, augment=False)(loaded)
+    assert sample["image"].shape == (3, 32, 32) and sample["label"].shape == (1, 32, 32)
+    npz = read_npz_slice(out / "train_npz" / f"{first}.npz")
+    case = int(first[4:8])
+    raw_item = next(i for i in datalist["training"] + datalist["validation"] if i["case"] == case)
+    raw_volume = load_volumes([raw_item], _synapse_transform())[0]
+    torch.testing.assert_close(npz["image"], raw_volume["image"][..., 0].as_tensor().float())
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, image=np.zeros((4, 4)))
+    with pytest.raises(InputError, match="bad.npz: not a TransUNet npz slice"):
+        read_npz_slice(bad)
