@@ -1,5 +1,6 @@
 """Data sets and datalists: Synapse raw NIfTI, the TransUNet npz/h5 layout, axial slices of volumes."""
 
+from .datasets import CheckedDataset, DatasetSpec, check_class_names, open_dataset, training_dataset, volume_dataset
 from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
 from .synapse import (
     SYNAPSE_CLASS_NAMES,
@@ -14,6 +15,12 @@ from .synapse import (
 from .transunet import read_h5_volume, read_npz_slice, write_h5_volume, write_npz_slice
 
 __all__ = [
+    "CheckedDataset",
+    "check_class_names",
+    "DatasetSpec",
+    "open_dataset",
+    "training_dataset",
+    "volume_dataset",
     "LoadTransUNetd",
     "SYNAPSE_CLASS_NAMES",
     "SYNAPSE_LABEL_MAP",

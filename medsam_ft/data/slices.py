@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.transforms import MapTransform
 
@@ -47,13 +48,19 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
 
     ``volumes``: dicts with ``image`` float[1, X, Y, Z] and ``label`` [1, X, Y, Z] (plus anything
     else, e.g. ``case``). Item i is ``transform({"image": [1, X, Y], "label": [1, X, Y], "case", "slice"})``.
-    Slices are views into the volumes: nothing is copied up front.
+    Slices are views into the volumes: nothing is copied up front. ``keep_empty`` < 1 keeps only that
+    fraction (drawn with ``seed``) of the slices whose label is all background.
     """
 
-    def __init__(self, volumes: Sequence[Mapping[str, Any]], transform: Callable[[dict], dict] | None = None):
+    def __init__(self, volumes: Sequence[Mapping[str, Any]], transform: Callable[[dict], dict] | None = None,
+                 keep_empty: float = 1.0, seed: int = 0):
         self.volumes = list(volumes)
         self.transform = transform
-        self.index = [(v, z) for v, volume in enumerate(self.volumes) for z in range(volume["image"].shape[-1])]
+        rng = np.random.default_rng(seed)
+        self.index = []
+        for v, volume in enumerate(self.volumes):
+            has_organ = torch.as_tensor(volume["label"]).flatten(0, -2).any(dim=0).tolist()
+            self.index += [(v, z) for z, organ in enumerate(has_organ) if organ or rng.random() < keep_empty]
 
     def __len__(self) -> int:
         return len(self.index)

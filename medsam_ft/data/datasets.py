@@ -1,0 +1,152 @@
+"""What a bundle trains and evaluates on: a data set folder opened once, then its splits as datasets.
+
+Two layouts are recognised in ``dataset_dir``:
+- ``datalist.json`` (from ``python -m data_prep.synapse``): raw NIfTI volumes, windowed and
+  remapped by :func:`medsam_ft.transforms.volume_transforms`;
+- the TransUNet layout (``lists/lists_Synapse/train.txt``, ``train_npz/``, ``test_vol_h5/``):
+  already windowed and remapped; validation volumes are the npz slices of ``val_cases`` training
+  cases stacked back into volumes (and removed from training). h5/npz files carry no spacing, so
+  their clinical HD95 is in voxels.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Compose
+
+from medsam_ft.io import InputError
+from medsam_ft.transforms import slice_transforms, volume_transforms
+
+from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
+from .synapse import SYNAPSE_CLASS_NAMES, check_pair, read_datalist
+from .transunet import read_npz_slice
+
+TRANSUNET_LISTS = Path("lists") / "lists_Synapse"
+_NPZ_NAME = re.compile(r"case(\d+)_slice(\d+)$")
+
+
+@dataclass
+class DatasetSpec:
+    """A data set's splits (lists of ``{"image", "label", "case"}``) and how to read them."""
+
+    root: Path
+    layout: str  # "nifti" or "transunet"
+    class_names: list[str]
+    hu_window: list[float]
+    label_map: dict[int, int] | None
+    allowed_label_ids: list[int] | None
+    splits: dict[str, list[dict[str, Any]]]
+
+    def volume_transform(self, with_label: bool = True) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+        if self.layout == "transunet":
+            return LoadTransUNetd()
+        return volume_transforms(self.hu_window, self.label_map, self.allowed_label_ids, with_label=with_label)
+
+
+def open_dataset(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | None = None,
+                 val_cases: int = 2, seed: int = 0) -> DatasetSpec:
+    """Open ``dataset_dir`` (a datalist's folder, or the TransUNet layout); every listed file is checked."""
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise InputError(root, "dataset folder not found")
+    datalist_path = Path(datalist) if datalist is not None else root / "datalist.json"
+    if datalist_path.is_file():
+        listed = read_datalist(datalist_path)
+        splits = {s: listed.get(s, []) for s in ("training", "validation", "test")}
+        for items in splits.values():
+            for item in items:
+                check_pair(Path(item["image"]), Path(item["label"]))
+        labels = listed.get("labels", {str(i): n for i, n in enumerate(SYNAPSE_CLASS_NAMES)})
+        label_map = listed.get("label_map")
+        return DatasetSpec(
+            root, "nifti", [labels[str(i)] for i in range(len(labels))], list(listed.get("hu_window", (-125, 275))),
+            {int(k): int(v) for k, v in label_map.items()} if label_map else None,
+            listed.get("allowed_label_ids"), splits,
+        )
+    if (root / TRANSUNET_LISTS / "train.txt").is_file():
+        return _open_transunet(root, val_cases, seed)
+    raise InputError(root, f"holds neither {datalist_path.name} (make it with `python -m data_prep.synapse`) "
+                           f"nor the TransUNet layout ({TRANSUNET_LISTS}/train.txt)")
+
+
+def _open_transunet(root: Path, val_cases: int, seed: int) -> DatasetSpec:
+    lists = root / TRANSUNET_LISTS
+    slices: dict[int, list[dict[str, Any]]] = {}
+    for name in (lists / "train.txt").read_text().split():
+        match = _NPZ_NAME.match(name)
+        path = root / "train_npz" / f"{name}.npz"
+        if not match or not path.is_file():
+            raise InputError(lists / "train.txt", f"lists {name!r}, but {path} is missing or misnamed")
+        slices.setdefault(int(match.group(1)), []).append({"image": str(path), "case": int(match.group(1)),
+                                                           "slice": int(match.group(2))})
+    test = []
+    test_list = lists / "test_vol.txt"
+    for name in test_list.read_text().split() if test_list.is_file() else []:
+        path = root / "test_vol_h5" / f"{name}.npy.h5"
+        if not path.is_file():
+            raise InputError(test_list, f"lists {name!r}, but {path} is missing")
+        test.append({"image": str(path), "case": int(name[4:])})
+    cases = sorted(slices)
+    val_ids = sorted(np.random.default_rng(seed).choice(cases, size=min(val_cases, len(cases) - 1), replace=False).tolist())
+    validation = [{"slices": sorted(slices[c], key=lambda s: s["slice"]), "case": c} for c in val_ids]
+    training = [s for c in cases if c not in val_ids for s in slices[c]]
+    return DatasetSpec(root, "transunet", list(SYNAPSE_CLASS_NAMES), [-125.0, 275.0], None, None,
+                       {"training": training, "validation": validation, "test": test})
+
+
+class CheckedDataset(torch.utils.data.Dataset):
+    """``transform(items[i])``, failing with an :class:`InputError` that names the bad file."""
+
+    def __init__(self, items: Sequence[Mapping[str, Any]], transform: Callable[[Mapping[str, Any]], Any]):
+        self.items, self.transform = list(items), transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return apply_checked(self.transform, self.items[i])
+
+
+def _stack_npz_case(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A held-out TransUNet training case: its npz slices stacked into image/label [1, X, Y, Z]."""
+    loaded = [read_npz_slice(s["image"]) for s in item["slices"]]
+    return {key: torch.stack([s[key] for s in loaded], dim=-1) for key in ("image", "label")} | {"case": item["case"]}
+
+
+def training_dataset(spec: DatasetSpec, image_size: int, augment: bool = True, keep_empty: float = 1.0,
+                     seed: int = 0) -> torch.utils.data.Dataset:
+    """2D training samples (image float[3, S, S], label long[1, S, S]) from every training slice.
+
+    ``keep_empty`` < 1 keeps only that fraction (drawn with ``seed``) of the slices without any organ.
+    """
+    transform = slice_transforms(image_size, augment)
+    if spec.layout == "transunet":
+        return CheckedDataset(spec.splits["training"], Compose([LoadTransUNetd(), transform]))
+    volumes = load_volumes(spec.splits["training"], spec.volume_transform())
+    return VolumeSliceDataset(volumes, transform, keep_empty=keep_empty, seed=seed)
+
+
+def volume_dataset(spec: DatasetSpec, split: str) -> torch.utils.data.Dataset:
+    """Whole volumes of ``split`` (image float[1, X, Y, Z], label [1, X, Y, Z]), read lazily."""
+    if split not in spec.splits:
+        raise ValueError(f"unknown split {split!r}; choose one of {sorted(spec.splits)}")
+    items = spec.splits[split]
+    if not items:
+        raise InputError(spec.root, f"the {split!r} split is empty")
+    if spec.layout == "transunet" and split == "validation":
+        return CheckedDataset(items, _stack_npz_case)
+    return CheckedDataset(items, spec.volume_transform())
+
+
+def check_class_names(spec: DatasetSpec, class_names: Sequence[str], checkpoint: str | os.PathLike) -> None:
+    """A checkpoint must be evaluated on data with the classes it was trained for."""
+    if list(class_names) != spec.class_names:
+        raise InputError(checkpoint, f"was trained for classes {list(class_names)}, but {spec.root} has {spec.class_names}")

@@ -1,0 +1,218 @@
+"""What the Ignite trainers need: the LR schedule, trainable-only checkpoints, slice prediction."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar
+from torch import nn
+
+import medsam_ft
+from medsam_ft.io import InputError, atomic_path
+from medsam_ft.networks import SemanticSAM, build_network
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "medsam_ft.trainable/1"
+
+
+class WarmupPolyLR(torch.optim.lr_scheduler.LRScheduler):
+    """SAMed's per-iteration schedule.
+
+    Iteration t (0-based): ``lr * (t + 1) / warmup`` for t < warmup (from lr/warmup up to lr), then
+    ``lr * (1 - (t - warmup) / max_iterations) ** power``, clamped at 0. Step it once per iteration.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_iterations: int, warmup: int = 250, power: float = 0.9,
+                 last_epoch: int = -1):
+        if max_iterations < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+        self.max_iterations, self.warmup, self.power = max_iterations, warmup, power
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, iteration: int) -> float:
+        if iteration < self.warmup:
+            return (iteration + 1) / self.warmup
+        return max(0.0, 1.0 - (iteration - self.warmup) / self.max_iterations) ** self.power
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+
+class TrainableCheckpoint:
+    """The state a checkpoint holds: the network's trainable tensors and what rebuilds it.
+
+    ``state_dict()`` -> ``{"format", "config", "state", "backbone_sha256", "class_names", "hu_window",
+    "medsam_ft_version"}``; ``load_state_dict()`` checks the format and the config before loading.
+    Ignite/MONAI checkpoint handlers take it like any module.
+    """
+
+    def __init__(self, network: SemanticSAM, class_names: Sequence[str] | None = None,
+                 hu_window: Sequence[float] | None = None):
+        self.network = network
+        self.class_names = list(class_names) if class_names is not None else None
+        self.hu_window = list(hu_window) if hu_window is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": dict(self.network.config),
+            "state": self.network.trainable_state_dict(),
+            "backbone_sha256": self.network.backbone_sha256,
+            "class_names": self.class_names,
+            "hu_window": self.hu_window,
+            "medsam_ft_version": medsam_ft.__version__,
+        }
+
+    def load_state_dict(self, checkpoint: Mapping[str, Any], source: str = "checkpoint") -> None:
+        checkpoint = unwrap_checkpoint(checkpoint, source)
+        mine = {k: v for k, v in self.network.config.items() if k != "checkpoint"}
+        theirs = {k: v for k, v in checkpoint["config"].items() if k != "checkpoint"}
+        if mine != theirs:
+            raise InputError(source, f"was trained with {theirs}, but this network is {mine}")
+        self.network.load_trainable_state_dict(checkpoint["state"], source=source)
+
+
+def unwrap_checkpoint(checkpoint: Any, source: str) -> dict[str, Any]:
+    """The :class:`TrainableCheckpoint` state inside what a handler saved (alone, or under ``"model"``)."""
+    if isinstance(checkpoint, Mapping) and checkpoint.get("format") != CHECKPOINT_FORMAT and "model" in checkpoint:
+        checkpoint = checkpoint["model"]
+    if not isinstance(checkpoint, Mapping) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(source, "not a medsam_ft checkpoint (no trainable state and config inside)")
+    return dict(checkpoint)
+
+
+def load_checkpoint(path: str | os.PathLike, backbone_checkpoint: str | os.PathLike | None = None,
+                    device: str | torch.device = "cpu") -> tuple[SemanticSAM, dict[str, Any]]:
+    """Rebuild the trained network from a checkpoint file alone.
+
+    ``backbone_checkpoint`` overrides the SAM weights path stored in the config (ViT backbones; the
+    file's SHA-256 must match the one trained with). Returns ``(network in eval mode, checkpoint)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types for a bad file
+        raise InputError(path, f"not a readable PyTorch checkpoint: {err}") from None
+    checkpoint = unwrap_checkpoint(raw, str(path))
+    config = dict(checkpoint["config"])
+    if backbone_checkpoint is not None:
+        config["checkpoint"] = os.fspath(backbone_checkpoint)
+    network = build_network(**config)
+    if network.backbone_sha256 != checkpoint["backbone_sha256"]:
+        raise InputError(path, f"was trained on backbone weights sha256 {checkpoint['backbone_sha256']}, "
+                               f"but {config.get('checkpoint') or 'the embedded weights'} has {network.backbone_sha256}")
+    network.load_trainable_state_dict(checkpoint["state"], source=str(path))
+    return network.to(device).eval(), checkpoint
+
+
+class LastCheckpoint:
+    """Ignite handler: save everything ``--resume`` needs after every epoch; load it back at the start.
+
+    ``path`` holds ``objects``' states (model, optimizer, LR schedule, ...) plus the trainer's epoch
+    and iteration, written atomically (by rank 0 alone under DDP). With ``resume=True`` every rank
+    loads it when the trainer starts, so training continues at the next epoch and schedule step.
+    """
+
+    def __init__(self, path: str | os.PathLike, objects: Mapping[str, Any], resume: bool = False):
+        self.path = Path(path)
+        self.objects = dict(objects)
+        self.resume = resume
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def load(self, engine: Engine) -> None:
+        if not self.resume:
+            return
+        if not self.path.is_file():
+            raise InputError(self.path, "cannot resume: no checkpoint from an earlier run here")
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        for name, obj in self.objects.items():
+            obj.load_state_dict(saved[name])
+        engine.state.epoch, engine.state.iteration = saved["trainer"]["epoch"], saved["trainer"]["iteration"]
+        logger.info("resumed from %s at epoch %d, iteration %d", self.path, engine.state.epoch, engine.state.iteration)
+
+    def save(self, engine: Engine) -> None:
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() > 0:
+            return
+        state = {name: obj.state_dict() for name, obj in self.objects.items()}
+        state["trainer"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+        logger.info("epoch %d: saved %s", engine.state.epoch, self.path)
+
+
+class EpochSummary:
+    """Ignite handler: a progress bar over iterations (optional) and one readable log line per epoch."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, progress: bool = True):
+        self.optimizer = optimizer
+        self.progress = progress
+        self.losses: list[float] = []
+        self.started = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        if self.progress:
+            ProgressBar(persist=False).attach(engine, output_transform=lambda output: {"loss": _loss_of(output)})
+        engine.add_event_handler(Events.EPOCH_STARTED, self.start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: self.losses.append(_loss_of(e.state.output)))
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.log)
+
+    def start(self, engine: Engine) -> None:
+        self.losses, self.started = [], time.perf_counter()
+
+    def log(self, engine: Engine) -> None:
+        logger.info(
+            "epoch %d/%d: mean loss %.4f over %d iterations, lr %.3g, %.1f s",
+            engine.state.epoch, engine.state.max_epochs, float(np.mean(self.losses)), len(self.losses),
+            self.optimizer.param_groups[0]["lr"], time.perf_counter() - self.started,
+        )
+
+
+def _loss_of(output: Any) -> float:
+    """The loss from a MONAI trainer's output (a dict, or a list of per-sample dicts)."""
+    first = output[0] if isinstance(output, list) else output
+    return float(first["loss"])
+
+
+class SlicePredictor(nn.Module):
+    """A 2D network as MONAI's ``SliceInferer`` needs it: grey slices in, full-resolution logits out.
+
+    forward: float[B, 1 or 3, H, W] in [0, 1] -> float[B, C, H, W] (grey repeated to 3 channels;
+    logits upsampled bilinearly from H/s x W/s).
+    """
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[1] == 1:
+            image = image.expand(-1, 3, -1, -1)
+        logits = self.network(image)
+        if tuple(logits.shape[-2:]) != tuple(image.shape[-2:]):
+            logits = F.interpolate(logits, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+        return logits
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``"cuda"`` / ``"cpu"`` / ``"cuda:1"``; None picks CUDA when present, else CPU."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    return resolved

@@ -1,0 +1,136 @@
+"""The samed_synapse bundle end to end on tiny phantoms (LiteMedSAM at 32 px, one short epoch)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from data_prep.synapse import main as synapse_main
+from medsam_ft.engine import load_checkpoint
+from medsam_ft.io import write_nifti
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "bundles" / "samed_synapse"
+TINY = ["--image_size", "32", "--batch_size", "4", "--warmup_iters", "2", "--keep_empty_slices", "0.0",
+        "--num_workers", "0", "--progress", "False", "--slice_batch_size", "64"]
+
+
+def _bundle(config, *args, env=None, torchrun=False):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"] \
+        if torchrun else [sys.executable]
+    cmd = launcher + ["-m", "monai.bundle", "run", "--config_file", config, *args]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def dataset(phantom_dir, tmp_path_factory):
+    """The six phantom cases with a datalist: 4 test, 1 validation, 1 training case."""
+    root = tmp_path_factory.mktemp("bundle_data")
+    shutil.copytree(phantom_dir, root, dirs_exist_ok=True)
+    synapse_main(["--raw", str(root), "--out", str(root / "datalist.json"), "--val-cases", "1"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    log = _bundle(str(BUNDLE / "train.json"), "--dataset_dir", str(dataset), "--output_dir", str(out),
+                  "--max_epochs", "1", *TINY)
+    return out, log
+
+
+def test_train_writes_small_checkpoints_and_logs(trained):
+    out, log = trained
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    assert "epoch 1/1: mean loss" in log and "val_mean_dice" in log
+    net, checkpoint = load_checkpoint(out / "best.pt")
+    assert checkpoint["class_names"][1] == "spleen" and checkpoint["hu_window"] == [-125.0, 275.0]
+    assert checkpoint["config"]["method"] == "samed" and checkpoint["config"]["image_size"] == 32
+    # only the trainable tensors: LoRA, mask decoder, no-prompt embedding (not the 10M-parameter backbone)
+    assert set(checkpoint["state"]) == set(net.trainable_state_dict())
+    assert sum(v.numel() for v in checkpoint["state"].values()) == net.num_parameters(trainable_only=True)
+    assert any(list(out.glob("events.out.tfevents*")))
+
+
+def test_resume_continues_the_schedule(trained, dataset):
+    out, _ = trained
+    first = torch.load(out / "last.pt", weights_only=True)
+    assert first["trainer"]["epoch"] == 1
+    log = _bundle(str(BUNDLE / "train.json"), "--dataset_dir", str(dataset), "--output_dir", str(out),
+                  "--max_epochs", "2", "--resume", "True", *TINY)
+    assert "resumed from" in log and "epoch 2/2" in log and "epoch 1/2" not in log
+    second = torch.load(out / "last.pt", weights_only=True)
+    assert second["trainer"]["epoch"] == 2
+    assert second["trainer"]["iteration"] == 2 * first["trainer"]["iteration"]
+    assert second["lr_scheduler"]["last_epoch"] == 2 * first["lr_scheduler"]["last_epoch"]
+
+
+def test_evaluate_writes_both_protocols(trained, dataset, tmp_path):
+    out, _ = trained
+    log = _bundle(str(BUNDLE / "evaluate.json"), "--dataset_dir", str(dataset), "--checkpoint",
+                  str(out / "best.pt"), "--output_dir", str(tmp_path), "--slice_batch_size", "64")
+    for protocol in ("clinical", "transunet"):
+        rows = (tmp_path / f"metrics_{protocol}.csv").read_text().splitlines()
+        assert rows[0].startswith("case,spleen_dice,right_kidney_dice")
+        assert [r.split(",")[0] for r in rows[1:]] == ["label0001", "label0002", "label0003", "label0004", "mean"]
+    assert "Dice (transunet)" in log and "HD95 in mm (clinical)" in log
+
+
+def test_inference_keeps_patient_geometry(trained, tmp_path):
+    out, _ = trained
+    inputs = tmp_path / "in"
+    rng = np.random.default_rng(0)
+    volume = rng.integers(-200, 300, size=(40, 36, 7)).astype(np.int16)
+    # LPS-like axis codes, anisotropic, rotated and permuted: not RAS at all
+    angle = np.deg2rad(20)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.array([[0, -0.8, 0], [-0.7, 0, 0], [0, 0, 3.5]])
+    affine[:3, 3] = [12.0, -40.0, 7.5]
+    write_nifti(inputs / "patient_a.nii.gz", volume, affine)
+    write_nifti(inputs / "patient_b.nii", volume[:, :, :5], np.diag([0.9, 0.9, 2.5, 1.0]))
+    (inputs / "notes.txt").write_text("not an image: ignored")
+    predictions = tmp_path / "out"
+    _bundle(str(BUNDLE / "inference.json"), "--checkpoint", str(out / "best.pt"), "--input_dir", str(inputs),
+            "--output_dir", str(predictions), "--slice_batch_size", "64")
+    assert sorted(p.name for p in predictions.iterdir()) == [
+        "patient_a_seg.json", "patient_a_seg.nii.gz", "patient_b_seg.json", "patient_b_seg.nii.gz"]
+    label = nib.load(predictions / "patient_a_seg.nii.gz")
+    assert label.shape == (40, 36, 7) and label.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(label.affine, affine, atol=1e-5)
+    assert nib.aff2axcodes(label.affine) == nib.aff2axcodes(affine)
+    assert nib.load(predictions / "patient_b_seg.nii.gz").shape == (40, 36, 5)
+    names = json.loads((predictions / "patient_a_seg.json").read_text())["labels"]
+    assert names["0"] == "background" and names["8"] == "pancreas"
+
+
+def test_inference_prediction_is_oriented_like_its_input(trained, dataset, tmp_path):
+    """The same volume stored in two orientations gives the same labels per physical voxel."""
+    out, _ = trained
+    image = nib.load(dataset / "img" / "img0002.nii.gz")
+    data, affine = np.asanyarray(image.dataobj), image.affine
+    flipped_affine = affine @ np.array([[-1, 0, 0, data.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    write_nifti(tmp_path / "in" / "a.nii.gz", data, affine)
+    write_nifti(tmp_path / "in" / "b.nii.gz", data[::-1].copy(), flipped_affine)
+    _bundle(str(BUNDLE / "inference.json"), "--checkpoint", str(out / "best.pt"), "--input_dir",
+            str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--slice_batch_size", "64")
+    a = np.asanyarray(nib.load(tmp_path / "out" / "a_seg.nii.gz").dataobj)
+    b = np.asanyarray(nib.load(tmp_path / "out" / "b_seg.nii.gz").dataobj)
+    np.testing.assert_array_equal(a, b[::-1])
+
+
+def test_multi_gpu_config_runs_ddp_on_cpu(dataset, tmp_path):
+    configs = f"['{BUNDLE / 'train.json'}','{BUNDLE / 'multi_gpu_train.json'}']"
+    log = _bundle(configs, "--dataset_dir", str(dataset), "--output_dir", str(tmp_path), "--max_epochs", "1",
+                  *TINY, env={"OMP_NUM_THREADS": "1"}, torchrun=True)
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+    assert log.count("epoch 1/1: mean loss") == 1  # rank 0 logs, rank 1 trains silently

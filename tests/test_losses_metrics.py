@@ -1,0 +1,124 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medsam_ft.engine import WarmupPolyLR
+from medsam_ft.losses import SAMedLoss, downsample_label
+from medsam_ft.metrics import VolumeMetrics, case_metrics, organ_metrics
+
+
+def test_samed_loss_matches_its_definition():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 8, 8)
+    label = torch.randint(0, 4, (3, 1, 32, 32))
+    small = label[:, :, ::4, ::4]  # nearest downsampling by 4 picks these pixels
+    assert torch.equal(downsample_label(label, (8, 8)), small)
+    probs = logits.softmax(1)
+    onehot = F.one_hot(small[:, 0], 4).permute(0, 3, 1, 2).float()
+    inter = (probs * onehot).sum(dim=(0, 2, 3))
+    denom = (probs**2).sum(dim=(0, 2, 3)) + (onehot**2).sum(dim=(0, 2, 3))  # squared, over the batch
+    dice_loss = (1 - (2 * inter + 1e-5) / (denom + 1e-5)).mean()  # background included
+    ce = F.cross_entropy(logits, small[:, 0])
+    expected = 0.2 * ce + 0.8 * dice_loss
+    torch.testing.assert_close(SAMedLoss()(logits, label), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_warmup_poly_schedule():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=0.005)
+    schedule = WarmupPolyLR(optimizer, max_iterations=1000, warmup=250)
+    lrs = []
+    for _ in range(1000):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.005 / 250)
+    assert lrs[249] == pytest.approx(0.005)
+    assert lrs[250] == pytest.approx(0.005)
+    assert lrs[600] == pytest.approx(0.005 * (1 - 350 / 1000) ** 0.9)
+    assert all(a <= b for a, b in zip(lrs[:250], lrs[1:251]))
+    # resume: a new schedule loaded from the state continues where it stopped
+    state = schedule.state_dict()
+    optimizer2 = torch.optim.AdamW([param], lr=0.005)
+    resumed = WarmupPolyLR(optimizer2, max_iterations=1000, warmup=250)
+    resumed.load_state_dict(state)
+    resumed.step()
+    schedule.step()
+    assert optimizer2.param_groups[0]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"])
+
+
+def _random_blobs(rng, shape, n):
+    mask = np.zeros(shape, dtype=bool)
+    for _ in range(n):
+        c = [rng.integers(2, s - 2) for s in shape]
+        r = rng.integers(1, 5)
+        sl = tuple(slice(max(0, ci - r), ci + r) for ci in c)
+        mask[sl] = True
+    return mask
+
+
+def test_transunet_protocol_equals_medpy():
+    medpy = pytest.importorskip("medpy.metric.binary")
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        pred = _random_blobs(rng, (24, 20, 12), 3)
+        truth = _random_blobs(rng, (24, 20, 12), 3)
+        d, h = organ_metrics(pred, truth, (0.7, 0.7, 3.0), "transunet")
+        assert d == pytest.approx(medpy.dc(pred, truth))
+        assert h == pytest.approx(medpy.hd95(pred, truth))  # voxels: spacing is ignored
+    empty = np.zeros((8, 8, 8), dtype=bool)
+    some = _random_blobs(rng, (8, 8, 8), 1)
+    assert organ_metrics(some, empty, (1, 1, 1), "transunet") == (1.0, 0.0)
+    assert organ_metrics(empty, some, (1, 1, 1), "transunet") == (0.0, 0.0)
+    assert organ_metrics(empty, empty, (1, 1, 1), "transunet") == (0.0, 0.0)
+
+
+def test_clinical_protocol_uses_spacing_and_states_empty_cases():
+    truth = np.zeros((20, 20, 10), dtype=bool)
+    truth[5:15, 5:15, 3:7] = True
+    shifted = np.roll(truth, 2, axis=0)
+    d, h = organ_metrics(shifted, truth, (0.5, 0.5, 2.0), "clinical")
+    assert d == pytest.approx(2 * 8 * 10 * 4 / (2 * 400))
+    assert h == pytest.approx(2 * 0.5)  # a 2-voxel shift along a 0.5 mm axis
+    empty = np.zeros_like(truth)
+    d, h = organ_metrics(empty, empty, (1, 1, 1), "clinical")
+    assert math.isnan(d) and math.isnan(h)
+    d, h = organ_metrics(empty, truth, (0.5, 0.5, 2.0), "clinical")
+    assert d == 0.0 and h == pytest.approx(np.linalg.norm([10.0, 10.0, 20.0]))
+    with pytest.raises(ValueError, match="unknown protocol"):
+        organ_metrics(truth, truth, (1, 1, 1), "nope")
+
+
+def test_volume_metrics_tables_and_csv(tmp_path):
+    from monai.data import MetaTensor
+
+    class State:
+        output = None
+        metrics: dict = {}
+
+    class FakeEngine:
+        state = State()
+
+    truth = np.zeros((12, 12, 6), dtype=np.int64)
+    truth[2:6, 2:6, 1:4] = 1
+    truth[7:11, 7:11, 2:5] = 2
+    pred = truth.copy()
+    pred[7:11, 7:11, 2:5] = 0  # organ 2 missed
+    handler = VolumeMetrics(["background", "spleen", "kidney"], tmp_path)
+    engine = FakeEngine()
+    handler.reset()
+    label = MetaTensor(torch.as_tensor(truth)[None], affine=torch.diag(torch.tensor([0.8, 0.8, 3.0, 1.0])),
+                       meta={"filename_or_obj": "/d/label0001.nii.gz"})
+    engine.state.output = [{"pred": torch.as_tensor(pred)[None], "label": label}]
+    handler.update(engine)
+    handler.complete(engine)
+    assert engine.state.metrics["mean_dice_transunet"] == pytest.approx(0.5)
+    assert engine.state.metrics["mean_dice_clinical"] == pytest.approx(0.5)
+    rows = (tmp_path / "metrics_clinical.csv").read_text().splitlines()
+    assert rows[0].startswith("case,spleen_dice,kidney_dice,spleen_hd95,kidney_hd95")
+    assert rows[1].startswith("label0001,1.000000,0.000000,0.000000,")
+    assert rows[-1].startswith("mean,")
+    assert case_metrics(pred, truth, (1, 1, 1), 3, "transunet") == [(1.0, 0.0), (0.0, 0.0)]
