@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
+from monai.data import DistributedSampler
 from torch import nn
 
 import medsam_ft
@@ -206,6 +207,13 @@ class SlicePredictor(nn.Module):
         if tuple(logits.shape[-2:]) != tuple(image.shape[-2:]):
             logits = F.interpolate(logits, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
         return logits
+
+
+def validation_sampler(dataset: torch.utils.data.Dataset) -> DistributedSampler:
+    """Shard validation volumes over the DDP ranks without padding; with fewer volumes than ranks
+    (where MONAI's uneven sharding fails), every rank gets one, repeating some (their metric counts twice)."""
+    world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return DistributedSampler(dataset, shuffle=False, even_divisible=len(dataset) < world_size)
 
 
 def resolve_device(device: str | None = None) -> torch.device:

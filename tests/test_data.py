@@ -210,3 +210,36 @@ def test_transunet_layout_round_trip(phantom_dir, tmp_path):
     np.savez(bad, image=np.zeros((4, 4)))
     with pytest.raises(InputError, match="bad.npz: not a TransUNet npz slice"):
         read_npz_slice(bad)
+
+
+def test_open_dataset_in_both_layouts(phantom_dir, tmp_path):
+    from medsam_ft.data import open_dataset, training_dataset, volume_dataset
+
+    datalist_path = tmp_path / "raw" / "datalist.json"
+    (tmp_path / "raw").mkdir()
+    for sub in ("img", "label"):
+        (tmp_path / "raw" / sub).symlink_to(phantom_dir / sub)
+    synapse_main(["--raw", str(tmp_path / "raw"), "--out", str(datalist_path), "--val-cases", "1",
+                  "--transunet", str(tmp_path / "tu")])
+    nifti = open_dataset(tmp_path / "raw")
+    assert nifti.layout == "nifti" and nifti.class_names == list(SYNAPSE_CLASS_NAMES)
+    assert [len(nifti.splits[s]) for s in ("training", "validation", "test")] == [1, 1, 4]
+    sample = training_dataset(nifti, 32, augment=False)[0]
+    assert sample["image"].shape == (3, 32, 32)
+
+    transunet = open_dataset(tmp_path / "tu", val_cases=1, seed=0)
+    assert transunet.layout == "transunet" and transunet.class_names == nifti.class_names
+    val_case = transunet.splits["validation"][0]["case"]
+    assert val_case in (5, 6) and all(s["case"] != val_case for s in transunet.splits["training"])
+    sample = training_dataset(transunet, 32, augment=True)[0]
+    assert sample["image"].shape == (3, 32, 32) and sample["label"].dtype == torch.long
+    stacked = volume_dataset(transunet, "validation")[0]
+    raw_item = next(i for i in nifti.splits["training"] + nifti.splits["validation"] if i["case"] == val_case)
+    raw = load_volumes([raw_item], _synapse_transform())[0]
+    torch.testing.assert_close(stacked["image"], raw["image"].as_tensor().float())
+    assert volume_dataset(transunet, "test")[0]["image"].ndim == 4
+
+    with pytest.raises(InputError, match="holds neither datalist.json"):
+        open_dataset(tmp_path)
+    with pytest.raises(InputError, match="dataset folder not found"):
+        open_dataset(tmp_path / "nowhere")

@@ -53,13 +53,18 @@ def test_untrained_samed_equals_decoder_only(lite64):
 
 def test_class_tokens_start_from_sam_tokens():
     backbone = build_backbone("vit_tiny", image_size=64)
-    sam_tokens = backbone.mask_decoder.mask_tokens.weight.detach().clone()
-    sam_mlp_weight = backbone.mask_decoder.output_hypernetworks_mlps[1].layers[0].weight.detach().clone()
+    sam_token = backbone.mask_decoder.mask_tokens.weight[0].detach().clone()
+    sam_mlp_weight = backbone.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight.detach().clone()
     net = SemanticSAM(backbone, 6, {"method": "decoder_only"})
     for c in range(6):
-        torch.testing.assert_close(net.mask_decoder.mask_tokens.weight[c], sam_tokens[c % 4])
-    torch.testing.assert_close(net.mask_decoder.output_hypernetworks_mlps[5].layers[0].weight, sam_mlp_weight)
+        torch.testing.assert_close(net.mask_decoder.mask_tokens.weight[c], sam_token)
+        torch.testing.assert_close(net.mask_decoder.output_hypernetworks_mlps[c].layers[0].weight, sam_mlp_weight)
+    # separate copies: training one class head leaves the others alone
+    assert net.mask_decoder.output_hypernetworks_mlps[1].layers[0].weight is not net.mask_decoder.output_hypernetworks_mlps[2].layers[0].weight
     assert not hasattr(net.mask_decoder, "iou_prediction_head")
+    with torch.no_grad():
+        probabilities = net(torch.rand(1, 3, 64, 64)).softmax(1)
+    torch.testing.assert_close(probabilities, torch.full_like(probabilities, 1 / 6))  # uniform start
 
 
 def test_trainable_counts_vit_b():

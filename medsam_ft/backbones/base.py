@@ -14,6 +14,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder
 from torch import nn
 
 from medsam_ft.io import InputError
+from medsam_ft.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -76,31 +77,21 @@ class Backbone:
         return self.prompt_encoder.image_embedding_size[0]
 
 
-BackboneFactory = Callable[..., Backbone]
-_BACKBONES: dict[str, BackboneFactory] = {}
+BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
 
 
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
     """Register ``factory(checkpoint=None, image_size=None) -> Backbone`` under ``name``."""
-
-    def decorator(factory: BackboneFactory) -> BackboneFactory:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        _BACKBONES[name] = factory
-        return factory
-
-    return decorator
+    return BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def build_backbone(name: str, checkpoint: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
     """Build backbone ``name`` (see :func:`list_backbones`) for ``image_size`` with weights from ``checkpoint``."""
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {list_backbones()}")
-    return _BACKBONES[name](checkpoint=checkpoint, image_size=image_size)
+    return BACKBONES.get(name)(checkpoint=checkpoint, image_size=image_size)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

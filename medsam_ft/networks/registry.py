@@ -7,28 +7,21 @@ from collections.abc import Callable
 from typing import Any
 
 from medsam_ft.backbones import Backbone, build_backbone
+from medsam_ft.registry import Registry
 
 from .samed import SAMed
 from .semantic_sam import SemanticSAM
 
-NetworkFactory = Callable[..., SemanticSAM]
-_NETWORKS: dict[str, NetworkFactory] = {}
+NETWORKS: Registry[Callable[..., SemanticSAM]] = Registry("method")
 
 
-def register_network(name: str) -> Callable[[NetworkFactory], NetworkFactory]:
+def register_network(name: str) -> Callable[[Callable[..., SemanticSAM]], Callable[..., SemanticSAM]]:
     """Register ``factory(backbone: Backbone, num_classes: int, config: dict, **options)`` as method ``name``."""
-
-    def decorator(factory: NetworkFactory) -> NetworkFactory:
-        if name in _NETWORKS:
-            raise ValueError(f"network {name!r} is registered twice")
-        _NETWORKS[name] = factory
-        return factory
-
-    return decorator
+    return NETWORKS.register(name)
 
 
 def list_networks() -> list[str]:
-    return sorted(_NETWORKS)
+    return NETWORKS.names()
 
 
 def build_network(
@@ -47,8 +40,7 @@ def build_network(
     (default: its native size). ``method_options`` go to the method (e.g. ``rank=4`` for samed).
     The returned network's ``config`` rebuilds it: ``build_network(**net.config)``.
     """
-    if method not in _NETWORKS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list_networks()}")
+    factory = NETWORKS.get(method)
     parts: Backbone = build_backbone(backbone, checkpoint=checkpoint, image_size=image_size)
     config = {
         "method": method,
@@ -58,7 +50,7 @@ def build_network(
         "image_size": parts.image_size,
         **method_options,
     }
-    return _NETWORKS[method](parts, num_classes, config, **method_options)
+    return factory(parts, num_classes, config, **method_options)
 
 
 @register_network("decoder_only")
