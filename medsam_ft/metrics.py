@@ -36,6 +36,11 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | N
     A surface voxel is a foreground voxel with a background face neighbour (erosion with the
     face-connected structure), as in medpy; distances are Euclidean, scaled by ``spacing``.
     """
+    # Work inside the masks' joint bounding box plus one voxel: every surface voxel and nearest
+    # surface point lies there, and erosion at the volume's own border behaves as before.
+    corners = np.argwhere(a | b)
+    box = tuple(slice(max(lo - 1, 0), hi + 2) for lo, hi in zip(corners.min(axis=0), corners.max(axis=0)))
+    a, b = a[box], b[box]
     footprint = ndimage.generate_binary_structure(a.ndim, 1)
     a_surface = a ^ ndimage.binary_erosion(a, structure=footprint, iterations=1)
     b_surface = b ^ ndimage.binary_erosion(b, structure=footprint, iterations=1)

@@ -177,3 +177,11 @@ def test_build_network_errors():
         medsam_ft.build_network("nope", backbone="vit_tiny", num_classes=2)
     with pytest.raises(ValueError, match="num_classes"):
         medsam_ft.build_network("decoder_only", backbone="vit_tiny", num_classes=1)
+
+
+def test_build_reports_new_tensors(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        medsam_ft.build_network("samed", backbone="vit_tiny", num_classes=3, image_size=64)
+    assert "3 class mask tokens" in caplog.text and "LoRA rank 4 (alpha 1) on q and v of 3 attention blocks" in caplog.text

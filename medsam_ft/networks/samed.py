@@ -11,6 +11,7 @@ no-prompt embedding are trained as well. ``alpha`` multiplies the update directl
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 import torch
@@ -19,6 +20,8 @@ from torch import nn
 from medsam_ft.backbones import Backbone, QKVProjection
 
 from .semantic_sam import SemanticSAM
+
+logger = logging.getLogger(__name__)
 
 
 class LoRAQKV(nn.Module):
@@ -70,6 +73,8 @@ class SAMed(SemanticSAM):
         self.lora_layers = [self._insert_lora(p, rank, alpha) for p in backbone.qkv_projections(self.image_encoder)]
         if not self.lora_layers:
             raise ValueError(f"backbone {backbone.name} has no attention blocks for LoRA")
+        logger.info("new: LoRA rank %d (alpha %g) on q and v of %d attention blocks, A Kaiming-uniform, B zero",
+                    rank, alpha, len(self.lora_layers))
         self.set_trainable(
             [self.mask_decoder, self.prompt_encoder.no_mask_embed]
             + [m for layer in self.lora_layers for m in layer.lora_modules]

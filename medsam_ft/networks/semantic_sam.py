@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -12,6 +13,8 @@ from segment_anything.modeling import MaskDecoder
 from torch import nn
 
 from medsam_ft.backbones import Backbone
+
+logger = logging.getLogger(__name__)
 
 # SAM's pixel statistics (0-255 scale), applied to [0, 1] inputs.
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -45,6 +48,8 @@ class ClassMaskDecoder(nn.Module):
         self.output_hypernetworks_mlps = nn.ModuleList(
             copy.deepcopy(sam_decoder.output_hypernetworks_mlps[0]) for _ in range(num_classes)
         )
+        logger.info("new: %d class mask tokens and hypernetwork heads, each a copy of SAM's mask token 0 and its head; "
+                    "SAM's IoU head dropped", num_classes)
 
     def forward(
         self,
