@@ -49,7 +49,7 @@ ORGANS: tuple[OrganShape, ...] = (
     OrganShape(7, (0.30, -0.30, 0.70), (0.25, 0.20, 0.20), 28.0, 0.30),  # stomach
     OrganShape(2, (-0.35, 0.45, 0.45), (0.12, 0.14, 0.17), 165.0, 0.15),  # right kidney
     OrganShape(3, (0.35, 0.45, 0.50), (0.12, 0.14, 0.17), 165.0, 0.15),  # left kidney
-    OrganShape(4, (-0.30, -0.35, 0.55), (0.09, 0.08, 0.14), 12.0, 0.15),  # gallbladder (pear-shaped, ~4-5 cm long)
+    OrganShape(4, (-0.30, -0.35, 0.55), (0.09, 0.08, 0.14), 12.0, 0.15),  # gallbladder (elongated along the body axis)
     OrganShape(11, (0.05, 0.08, 0.52), (0.32, 0.07, 0.07), 45.0, 0.30),  # pancreas
     OrganShape(9, (-0.12, 0.22, 0.5), (0.06, 0.06, 0.65), 120.0, 0.05),  # inferior vena cava
     OrganShape(8, (0.04, 0.25, 0.5), (0.06, 0.06, 0.70), 190.0, 0.05),  # aorta

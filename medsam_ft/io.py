@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import tempfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; give the final file the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)
@@ -57,25 +59,3 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) 
     image.set_sform(image.affine, code=1)
     with atomic_path(path) as tmp:
         nib.save(image, tmp)
-
-
-def load_nifti(path: str | os.PathLike, ndim: int | None = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Read a NIfTI file fully into memory.
-
-    Returns ``(array, affine)`` with the file's own dtype and a float64[4, 4] affine. Raises
-    :class:`InputError` for a missing, unreadable, truncated or wrongly shaped file, or voxels
-    that are NaN or infinite.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        image = nib.load(path)
-        array = np.asanyarray(image.dataobj)
-    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, ValueError) as err:
-        raise InputError(path, f"not a readable NIfTI image ({type(err).__name__}: {err})") from None
-    if ndim is not None and array.ndim != ndim:
-        raise InputError(path, f"expected a {ndim}D image, got shape {tuple(array.shape)}")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise InputError(path, f"{int((~np.isfinite(array)).sum())} voxels are NaN or infinite")
-    return np.asarray(array), np.asarray(image.affine, dtype=np.float64)

@@ -21,7 +21,7 @@ from medsam_ft.data import (
     read_h5_volume,
     read_npz_slice,
 )
-from medsam_ft.io import InputError, load_nifti, write_nifti
+from medsam_ft.io import InputError, write_nifti
 from medsam_ft.transforms import RandRotFlipOrRotated, slice_transforms, volume_transforms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +49,15 @@ def test_phantom_is_deterministic_and_plausible():
     assert max(means.values()) - min(means.values()) < 30
     assert image[label == 8].mean() > 150  # contrast-enhanced aorta
     assert SYNAPSE_CASE_IDS[:10] == tuple(range(1, 11)) and SYNAPSE_CASE_IDS[10] == 21
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    write_nifti(tmp_path / "a.nii.gz", np.zeros((2, 2, 2), dtype=np.uint8), np.eye(4))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.nii.gz").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_phantom_cli_writes_synapse_layout(tmp_path):
@@ -134,20 +143,14 @@ def test_bad_data_names_the_file(tmp_path):
         make_datalist(tmp_path / "e", val_cases=0)
 
 
-def test_load_nifti_errors(tmp_path):
-    path = tmp_path / "vol.nii.gz"
-    write_nifti(path, np.random.rand(8, 8, 8).astype(np.float32), np.eye(4))
-    array, affine = load_nifti(path)
-    assert array.shape == (8, 8, 8)
-    truncated = tmp_path / "cut.nii.gz"
-    truncated.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    with pytest.raises(InputError, match="cut.nii.gz: not a readable NIfTI image"):
-        load_nifti(truncated)
-    with pytest.raises(InputError, match=r"expected a 2D image"):
-        load_nifti(path, ndim=2)
-    with pytest.raises(InputError, match="missing.nii.gz: file not found"):
-        load_nifti(tmp_path / "missing.nii.gz")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.nii.gz", "vol.nii.gz"]  # no temp files left
+def test_truncated_volume_is_refused_by_name(tmp_path):
+    label = np.zeros((16, 16, 4), dtype=np.uint8)
+    item = _write_pair(tmp_path, np.random.rand(16, 16, 4).astype(np.float32), label)
+    data = Path(item["image"]).read_bytes()
+    Path(item["image"]).write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"img0001.nii.gz: could not be loaded"):
+        load_volumes([item], _synapse_transform())
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == ["img0001.nii.gz"]  # no temp files left
 
 
 def test_every_slice_becomes_a_training_sample(phantom_dir):
