@@ -18,7 +18,7 @@ from monai.data import DistributedSampler
 from torch import nn
 
 import medsam_ft
-from medsam_ft.io import InputError, atomic_path
+from medsam_ft.io import InputError, atomic_path, load_torch_file
 from medsam_ft.networks import SemanticSAM, build_network
 
 logger = logging.getLogger(__name__)
@@ -99,14 +99,7 @@ def load_checkpoint(path: str | os.PathLike, backbone_checkpoint: str | os.PathL
     ``backbone_checkpoint`` overrides the SAM weights path stored in the config (ViT backbones; the
     file's SHA-256 must match the one trained with). Returns ``(network in eval mode, checkpoint)``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "checkpoint not found")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types for a bad file
-        raise InputError(path, f"not a readable PyTorch checkpoint: {err}") from None
-    checkpoint = unwrap_checkpoint(raw, str(path))
+    checkpoint = unwrap_checkpoint(load_torch_file(path, "a medsam_ft checkpoint"), str(path))
     config = dict(checkpoint["config"])
     if backbone_checkpoint is not None:
         config["checkpoint"] = os.fspath(backbone_checkpoint)

@@ -12,6 +12,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import torch
 
 
 class InputError(ValueError):
@@ -59,3 +60,14 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) 
     image.set_sform(image.affine, code=1)
     with atomic_path(path) as tmp:
         nib.save(image, tmp)
+
+
+def load_torch_file(path: str | os.PathLike, expected: str) -> Any:
+    """``torch.load`` (tensors and plain containers only) with an :class:`InputError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"checkpoint not found (expected {expected})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types (pickle, zip, index errors) for a bad file
+        raise InputError(path, f"not a readable PyTorch checkpoint (expected {expected}): {err}") from None

@@ -185,3 +185,22 @@ def test_build_reports_new_tensors(caplog):
     with caplog.at_level(logging.INFO):
         medsam_ft.build_network("samed", backbone="vit_tiny", num_classes=3, image_size=64)
     assert "3 class mask tokens" in caplog.text and "LoRA rank 4 (alpha 1) on q and v of 3 attention blocks" in caplog.text
+
+
+def test_checkpoint_file_rebuilds_the_network(tmp_path):
+    from medsam_ft.engine import TrainableCheckpoint, load_checkpoint
+    from medsam_ft.io import InputError
+
+    net = medsam_ft.build_network("samed", backbone="lite_medsam", num_classes=3, image_size=32)
+    _randomise_lora(net)
+    torch.save(TrainableCheckpoint(net, ["background", "a", "b"], [-125.0, 275.0]).state_dict(), tmp_path / "best.pt")
+    loaded, checkpoint = load_checkpoint(tmp_path / "best.pt")
+    assert checkpoint["class_names"] == ["background", "a", "b"] and loaded.config == net.config
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net.eval()(x))
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="other.pt: not a medsam_ft checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(InputError, match="missing.pt: checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -7,13 +7,12 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder
 from torch import nn
 
-from medsam_ft.io import InputError
+from medsam_ft.io import InputError, load_torch_file
 from medsam_ft.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -104,13 +103,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, torch.Tensor]:
     """Load a tensor state dict from ``path``; ``expected`` names the variant for error messages."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, f"checkpoint not found (expected a {expected} checkpoint)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types (pickle, zip, index errors) for a bad file
-        raise InputError(path, f"not a readable PyTorch checkpoint (expected a {expected} checkpoint): {err}") from None
+    state = load_torch_file(path, f"a {expected} checkpoint")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
