@@ -133,7 +133,7 @@ class LastCheckpoint:
             return
         if not self.path.is_file():
             raise InputError(self.path, "cannot resume: no checkpoint from an earlier run here")
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        saved = load_torch_file(self.path, "a last.pt written by this trainer")
         for name, obj in self.objects.items():
             obj.load_state_dict(saved[name])
         engine.state.epoch, engine.state.iteration = saved["trainer"]["epoch"], saved["trainer"]["iteration"]

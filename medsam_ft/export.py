@@ -12,18 +12,9 @@ import torch
 from monai.transforms import MapTransform
 
 import medsam_ft
-from medsam_ft.io import InputError, write_json, write_nifti
+from medsam_ft.io import InputError, volume_stem, write_json, write_nifti
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def nifti_stem(path: str | os.PathLike) -> str:
-    """``/a/img0001.nii.gz`` -> ``img0001``."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def list_volumes(input_dir: str | os.PathLike) -> list[dict[str, str]]:
@@ -63,7 +54,7 @@ class SaveLabelNiftid(MapTransform):
             expected = tuple(int(s) for s in np.asarray(meta["spatial_shape"]))
             if labels.shape != expected:
                 raise RuntimeError(f"{source}: prediction shape {labels.shape} was not restored to the input's {expected}")
-            stem = nifti_stem(source)
+            stem = volume_stem(source)
             out = self.output_dir / f"{stem}_{self.postfix}.nii.gz"
             write_nifti(out, labels.round().astype(np.uint8), np.asarray(meta["original_affine"], dtype=np.float64))
             write_json(out.with_name(f"{stem}_{self.postfix}.json"), {

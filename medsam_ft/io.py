@@ -71,3 +71,15 @@ def load_torch_file(path: str | os.PathLike, expected: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types (pickle, zip, index errors) for a bad file
         raise InputError(path, f"not a readable PyTorch checkpoint (expected {expected}): {err}") from None
+
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy.h5")
+
+
+def volume_stem(path: str | os.PathLike) -> str:
+    """``/a/img0001.nii.gz`` -> ``img0001`` (also ``.nii`` and TransUNet's ``.npy.h5``)."""
+    name = Path(path).name
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.data.utils import affine_to_spacing
 from scipy import ndimage
 
-from medsam_ft.io import atomic_path
+from medsam_ft.io import atomic_path, volume_stem
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class VolumeMetrics:
     """Ignite handler: per-case, per-organ Dice/HD95 of a volume evaluator in both protocols.
 
     Reads ``engine.state.output`` items with ``pred`` [1, X, Y, Z] (class ids or C-channel
-    probabilities), ``label`` [1, X, Y, Z] and the label's spacing (``pixdim``) from its metadata.
+    probabilities), ``label`` [1, X, Y, Z] and the voxel spacing from the label's affine (1 without one).
     At the end it writes ``{output_dir}/metrics_{protocol}.csv`` (rows: cases, then the mean; columns:
     ``{organ}_dice``, ``{organ}_hd95``), logs the tables, and sets
     ``engine.state.metrics["mean_dice_{protocol}"]`` and ``["mean_hd95_{protocol}"]``.
@@ -121,9 +122,10 @@ class VolumeMetrics:
             if pred.shape[0] > 1:
                 pred = pred.argmax(0, keepdim=True)
             meta = getattr(label, "meta", {})
-            spacing = [float(s) for s in np.asarray(meta.get("pixdim", [1.0] * 4))[1:4]]
-            name = Path(str(meta.get("filename_or_obj", f"case{len(self.results[self.protocols[0]])}"))).name
-            name = name.removesuffix(".gz").removesuffix(".nii").removesuffix(".npy.h5")
+            # Spacing of the array as it is now (after reorientation): from its affine, not the header's pixdim.
+            affine = getattr(label, "affine", None)
+            spacing = affine_to_spacing(affine, r=3).tolist() if affine is not None else [1.0, 1.0, 1.0]
+            name = volume_stem(meta.get("filename_or_obj", f"case{len(self.results[self.protocols[0]])}"))
             p = torch.as_tensor(pred)[0].cpu().numpy().astype(np.int64)
             t = torch.as_tensor(label)[0].cpu().numpy().astype(np.int64)
             for protocol in self.protocols:

@@ -122,3 +122,13 @@ def test_volume_metrics_tables_and_csv(tmp_path):
     assert rows[1].startswith("label0001,1.000000,0.000000,0.000000,")
     assert rows[-1].startswith("mean,")
     assert case_metrics(pred, truth, (1, 1, 1), 3, "transunet") == [(1.0, 0.0), (0.0, 0.0)]
+    # spacing comes from the affine of the (reoriented) label: a 2-voxel shift along a 3 mm axis is 6 mm
+    shifted = np.roll(truth, 2, axis=1)  # array axis 1 is the 3 mm axis of this permuted affine
+    permuted = MetaTensor(torch.as_tensor(truth)[None], affine=torch.tensor(
+        [[0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0.8, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]).T,
+        meta={"filename_or_obj": "/d/case0007.npy.h5", "pixdim": [1.0, 9.0, 9.0, 9.0, 1.0]})
+    handler.reset()
+    engine.state.output = [{"pred": torch.as_tensor(shifted)[None], "label": permuted}]
+    handler.update(engine)
+    (d1, h1), _ = handler.results["clinical"]["case0007"]
+    assert h1 == pytest.approx(6.0)
