@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medsam_ft.data import load_volumes, make_datalist, read_datalist, write_h5_volume, write_npz_slice
-from medsam_ft.io import write_json
+from medsam_ft.data import load_volumes, make_datalist, read_datalist, write_datalist, write_h5_volume, write_npz_slice
 from medsam_ft.transforms import volume_transforms
 
 
@@ -56,12 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     datalist = make_datalist(args.raw, val_cases=args.val_cases, seed=args.seed)
-    rel = os.path.relpath(args.raw.resolve(), args.out.parent.resolve())
-    for split in ("training", "validation", "test"):
-        for item in datalist[split]:
-            for key in ("image", "label"):
-                item[key] = os.path.normpath(os.path.join(rel, item[key]))
-    write_json(args.out, datalist)
+    write_datalist(datalist, args.out, args.raw)
     counts = ", ".join(f"{len(datalist[s])} {s}" for s in ("training", "validation", "test"))
     print(f"wrote {args.out}: {counts}")
     if args.transunet is not None:

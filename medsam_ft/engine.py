@@ -20,6 +20,7 @@ from torch import nn
 import medsam_ft
 from medsam_ft.io import InputError, atomic_path, load_torch_file
 from medsam_ft.networks import SemanticSAM, build_network
+from medsam_ft.transforms import three_channels
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +54,21 @@ class TrainableCheckpoint:
     """The state a checkpoint holds: the network's trainable tensors and what rebuilds it.
 
     ``state_dict()`` -> ``{"format", "config", "state", "backbone_sha256", "class_names", "hu_window",
-    "medsam_ft_version"}``; ``load_state_dict()`` checks the format and the config before loading.
-    Ignite/MONAI checkpoint handlers take it like any module.
+    "sliding_window", "class_colors", "medsam_ft_version"}``; ``load_state_dict()`` checks the format
+    and the config before loading. Ignite/MONAI checkpoint handlers take it like any module.
+    ``hu_window``: CT intensity window (volumes); ``sliding_window``: the crop size 2D images were
+    trained at, so inference predicts windows of that size (None: whole images resized);
+    ``class_colors``: [r, g, b] per class for overlays (a data set's palette).
     """
 
     def __init__(self, network: SemanticSAM, class_names: Sequence[str] | None = None,
-                 hu_window: Sequence[float] | None = None):
+                 hu_window: Sequence[float] | None = None, sliding_window: int | None = None,
+                 class_colors: Sequence[Sequence[int]] | None = None):
         self.network = network
         self.class_names = list(class_names) if class_names is not None else None
         self.hu_window = list(hu_window) if hu_window is not None else None
+        self.sliding_window = sliding_window
+        self.class_colors = [list(c) for c in class_colors] if class_colors is not None else None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +78,8 @@ class TrainableCheckpoint:
             "backbone_sha256": self.network.backbone_sha256,
             "class_names": self.class_names,
             "hu_window": self.hu_window,
+            "sliding_window": self.sliding_window,
+            "class_colors": self.class_colors,
             "medsam_ft_version": medsam_ft.__version__,
         }
 
@@ -186,7 +195,8 @@ class SlicePredictor(nn.Module):
     """A 2D network as MONAI's ``SliceInferer`` needs it: grey slices in, full-resolution logits out.
 
     forward: float[B, 1 or 3, H, W] in [0, 1] -> float[B, C, H, W] (grey repeated to 3 channels;
-    logits upsampled bilinearly from H/s x W/s).
+    logits upsampled bilinearly from H/s x W/s). Also what MONAI's ``SlidingWindowInferer`` calls
+    on each window of a large 2D image.
     """
 
     def __init__(self, network: nn.Module):
@@ -194,8 +204,7 @@ class SlicePredictor(nn.Module):
         self.network = network
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if image.shape[1] == 1:
-            image = image.expand(-1, 3, -1, -1)
+        image = three_channels(image)
         logits = self.network(image)
         if tuple(logits.shape[-2:]) != tuple(image.shape[-2:]):
             logits = F.interpolate(logits, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)

@@ -83,3 +83,21 @@ def volume_stem(path: str | os.PathLike) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
+
+
+def files_by_stem(folder: str | os.PathLike, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """``{stem: path}`` of the files in ``folder`` ending in one of ``suffixes`` (case-insensitive; hidden
+    files skipped), sorted by name. Outputs are named after stems, so two files with one stem are an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "folder not found")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        suffix = next((s for s in suffixes if path.name.lower().endswith(s)), None)
+        if suffix is None or path.name.startswith(".") or not path.is_file():
+            continue
+        stem = path.name[: -len(suffix)]
+        if stem in found:
+            raise InputError(path, f"has the same stem as {found[stem].name}: cannot tell which one to use")
+        found[stem] = path
+    return found

@@ -1,6 +1,7 @@
 """MONAI dictionary transforms of our own, and the transform chains built from them.
 
-Arrays are channel-first: volumes ``[1, X, Y, Z]`` (RAS after ``Orientationd``), slices ``[1, X, Y]``.
+Arrays are channel-first: volumes ``[1, X, Y, Z]`` (RAS after ``Orientationd``), slices ``[1, X, Y]``,
+2D images ``[1 or 3, H, W]``. Labels hold class ids, and :data:`IGNORE_INDEX` where no loss or metric counts.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from monai.transforms import (
     LoadImaged,
     MapTransform,
     Orientationd,
+    RandFlipd,
     RandomizableTransform,
-    RepeatChanneld,
+    RandRotated,
+    RandSpatialCropd,
     Resized,
     Rotate,
     ScaleIntensityRanged,
+    SpatialPadd,
 )
 
 from medsam_ft.io import InputError
 
 HU_WINDOW: tuple[float, float] = (-125.0, 275.0)
+IGNORE_INDEX = 255  # label value of pixels that losses and metrics skip (void / unlabelled)
 
 
 def source_name(data: Mapping[Hashable, Any], key: Hashable) -> str:
@@ -93,6 +98,25 @@ class RemapLabelsd(MapTransform):
         return d
 
 
+def three_channels(image: torch.Tensor) -> torch.Tensor:
+    """float[..., 1 or 3, H, W] -> float[..., 3, H, W] (grey repeated, colour unchanged); channel dim -3."""
+    if image.shape[-3] == 1:
+        return image.expand(*image.shape[:-3], 3, *image.shape[-2:])
+    if image.shape[-3] != 3:
+        raise ValueError(f"expected 1 or 3 image channels, got shape {tuple(image.shape)}")
+    return image
+
+
+class ThreeChanneld(MapTransform):
+    """Grey images ``[1, H, W]`` -> ``[3, H, W]``; colour images unchanged (what SAM's encoder takes)."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = three_channels(torch.as_tensor(d[key])).contiguous()
+        return d
+
+
 class RandRotFlipOrRotated(RandomizableTransform, MapTransform):
     """SAMed's / TransUNet's 2D augmentation of ``[C, H, W]`` slices.
 
@@ -140,16 +164,44 @@ def volume_transforms(
     return Compose(chain)
 
 
-def slice_transforms(image_size: int, augment: bool) -> Compose:
-    """2D slices image float[1, X, Y], label [1, X, Y] -> image float[3, S, S], label long[1, S, S].
+AUGMENTATIONS = ("samed", "flip_rotate", "flip", "none")
 
-    Training (``augment=True``) applies SAMed's rot90/flip-or-rotate augmentation first. Images are
-    resized bilinearly (no overshoot outside [0, 1]), labels with nearest.
+
+def augmentation(name: str) -> list:
+    """The random 2D augmentation ``name`` of image ``[C, H, W]`` and label ``[1, H, W]`` pairs.
+
+    ``samed``: :class:`RandRotFlipOrRotated` (what SAMed applies to CT slices); ``flip_rotate``: GSAM's
+    horizontal flip (p 0.5) and rotation in [-20, 20] degrees (p 0.5) (microscopy, satellite,
+    endoscopy); ``flip``: horizontal flip only (street scenes, which have an up); ``none``.
     """
-    chain: list = [RandRotFlipOrRotated()] if augment else []
+    keys = ["image", "label"]
+    flip = RandFlipd(keys, prob=0.5, spatial_axis=1)
+    rotate = RandRotated(keys, range_x=float(np.deg2rad(20.0)), prob=0.5, keep_size=True, mode=("bilinear", "nearest"),
+                         padding_mode="zeros")
+    chains = {"samed": [RandRotFlipOrRotated()], "flip_rotate": [flip, rotate], "flip": [flip], "none": []}
+    if name not in chains:
+        raise ValueError(f"unknown augmentation {name!r}; choose one of {AUGMENTATIONS}")
+    return chains[name]
+
+
+def slice_transforms(image_size: int, augment: str = "none", crop_size: int | None = None) -> Compose:
+    """2D training samples: image float[1 or 3, H, W], label [1, H, W] -> image float[3, S, S], label long[1, S, S].
+
+    ``crop_size`` None: the whole image is resized to S (CT slices; 2D images of similar size).
+    ``crop_size`` c: a random c x c crop (images smaller than c padded with zeros first) resized to
+    S, so large images train at their own scale; predict them with sliding windows of c pixels.
+    ``augment``: one of :data:`AUGMENTATIONS` (see :func:`augmentation`). Images are resized bilinearly (no
+    overshoot outside [0, 1]), labels with nearest (ignore values stay intact).
+    """
+    keys = ["image", "label"]
+    chain: list = []
+    if crop_size is not None:
+        chain += [SpatialPadd(keys, spatial_size=(crop_size, crop_size)),
+                  RandSpatialCropd(keys, roi_size=(crop_size, crop_size), random_size=False)]
+    chain += augmentation(augment)
     chain += [
-        Resized(["image", "label"], spatial_size=(image_size, image_size), mode=("bilinear", "nearest")),
-        RepeatChanneld("image", repeats=3),
+        Resized(keys, spatial_size=(image_size, image_size), mode=("bilinear", "nearest")),
+        ThreeChanneld("image"),
         EnsureTyped("image", dtype=torch.float32, track_meta=False),
         EnsureTyped("label", dtype=torch.long, track_meta=False),
     ]

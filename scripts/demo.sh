@@ -18,7 +18,7 @@ start=$(date +%s)
 
 "$PY" -m monai.bundle run --config_file "$BUNDLE/train.json" \
     --dataset_dir "$OUT/phantom" --output_dir "$OUT/samed_synapse" \
-    --image_size 64 --batch_size 8 --max_epochs 4 --schedule_epochs 4 --warmup_iters 20 --lr 0.002 --augment False --val_interval 2 \
+    --image_size 64 --batch_size 8 --max_epochs 4 --schedule_epochs 4 --warmup_iters 20 --lr 0.002 --augment none --val_interval 2 \
     --keep_empty_slices 0.1 --progress False
 
 "$PY" -m monai.bundle run --config_file "$BUNDLE/evaluate.json" \

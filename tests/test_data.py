@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.transforms import Compose
 
 from data_prep.phantom import SYNAPSE_CASE_IDS, make_case
 from data_prep.synapse import main as synapse_main
@@ -22,7 +23,7 @@ from medsam_ft.data import (
     read_npz_slice,
 )
 from medsam_ft.io import InputError, write_nifti
-from medsam_ft.transforms import RandRotFlipOrRotated, slice_transforms, volume_transforms
+from medsam_ft.transforms import RandRotFlipOrRotated, augmentation, slice_transforms, volume_transforms
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +158,7 @@ def test_every_slice_becomes_a_training_sample(phantom_dir):
     items = [{"image": str(phantom_dir / "img" / f"img000{c}.nii.gz"),
               "label": str(phantom_dir / "label" / f"label000{c}.nii.gz"), "case": c} for c in (5, 6)]
     volumes = load_volumes(items, _synapse_transform())
-    dataset = VolumeSliceDataset(volumes, slice_transforms(image_size=64, augment=True))
+    dataset = VolumeSliceDataset(volumes, slice_transforms(image_size=64, augment="samed"))
     assert len(dataset) == sum(v["image"].shape[-1] for v in volumes)
     sample = dataset[len(dataset) - 1]
     assert sample["image"].shape == (3, 64, 64) and sample["image"].dtype == torch.float32
@@ -184,6 +185,29 @@ def test_samed_augmentation_keeps_image_and_label_aligned():
     assert 10 < seen_changed < 40  # about a quarter of the draws leave the slice unchanged
 
 
+def test_2d_augmentations_keep_image_and_label_aligned():
+    label = torch.zeros(1, 32, 32)
+    label[0, 4:12, 6:20] = 3
+    label[0, 20:28, 2:9] = 5
+    flip = Compose(augmentation("flip"))
+    flip.set_random_state(0)
+    outcomes = set()
+    for _ in range(20):
+        out = torch.as_tensor(flip({"image": label.clone(), "label": label.clone()})["label"])
+        assert torch.equal(out, label) or torch.equal(out, label.flip(-1))  # left-right only: the scene keeps its up
+        outcomes.add(torch.equal(out, label))
+    assert outcomes == {True, False}
+    flip_rotate = Compose(augmentation("flip_rotate"))
+    flip_rotate.set_random_state(1)
+    for _ in range(20):
+        out = flip_rotate({"image": label.repeat(3, 1, 1), "label": label.clone()})
+        image, moved = torch.as_tensor(out["image"]), torch.as_tensor(out["label"])
+        assert set(moved.unique().tolist()) <= {0.0, 3.0, 5.0}
+        assert (image[0].round() == moved[0]).float().mean() > 0.9  # bilinear image and nearest label agree
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augmentation("mixup")
+
+
 def test_transunet_layout_round_trip(phantom_dir, tmp_path):
     datalist_path = tmp_path / "datalist.json"
     out = tmp_path / "transunet"
@@ -202,7 +226,7 @@ def test_transunet_layout_round_trip(phantom_dir, tmp_path):
     # an npz slice enters the same 2D chain as a NIfTI slice
     first = train_names[0]
     loaded = LoadTransUNetd()({"image": str(out / "train_npz" / f"{first}.npz")})
-    sample = slice_transforms(image_size=32, augment=False)(loaded)
+    sample = slice_transforms(image_size=32, augment="none")(loaded)
     assert sample["image"].shape == (3, 32, 32) and sample["label"].shape == (1, 32, 32)
     npz = read_npz_slice(out / "train_npz" / f"{first}.npz")
     case = int(first[4:8])
@@ -216,7 +240,7 @@ def test_transunet_layout_round_trip(phantom_dir, tmp_path):
 
 
 def test_open_dataset_in_both_layouts(phantom_dir, tmp_path):
-    from medsam_ft.data import open_dataset, training_dataset, volume_dataset
+    from medsam_ft.data import open_dataset, training_dataset, evaluation_dataset
 
     datalist_path = tmp_path / "raw" / "datalist.json"
     (tmp_path / "raw").mkdir()
@@ -227,20 +251,20 @@ def test_open_dataset_in_both_layouts(phantom_dir, tmp_path):
     nifti = open_dataset(tmp_path / "raw")
     assert nifti.layout == "nifti" and nifti.class_names == list(SYNAPSE_CLASS_NAMES)
     assert [len(nifti.splits[s]) for s in ("training", "validation", "test")] == [1, 1, 4]
-    sample = training_dataset(nifti, 32, augment=False)[0]
+    sample = training_dataset(nifti, 32, augment="none")[0]
     assert sample["image"].shape == (3, 32, 32)
 
     transunet = open_dataset(tmp_path / "tu", val_cases=1, seed=0)
     assert transunet.layout == "transunet" and transunet.class_names == nifti.class_names
     val_case = transunet.splits["validation"][0]["case"]
     assert val_case in (5, 6) and all(s["case"] != val_case for s in transunet.splits["training"])
-    sample = training_dataset(transunet, 32, augment=True)[0]
+    sample = training_dataset(transunet, 32, augment="samed")[0]
     assert sample["image"].shape == (3, 32, 32) and sample["label"].dtype == torch.long
-    stacked = volume_dataset(transunet, "validation")[0]
+    stacked = evaluation_dataset(transunet, "validation")[0]
     raw_item = next(i for i in nifti.splits["training"] + nifti.splits["validation"] if i["case"] == val_case)
     raw = load_volumes([raw_item], _synapse_transform())[0]
     torch.testing.assert_close(stacked["image"], raw["image"].as_tensor().float())
-    assert volume_dataset(transunet, "test")[0]["image"].ndim == 4
+    assert evaluation_dataset(transunet, "test")[0]["image"].ndim == 4
 
     with pytest.raises(InputError, match="holds neither datalist.json"):
         open_dataset(tmp_path)

@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ignite.engine import Engine
+from monai.data import MetaTensor
 
 from medsam_ft.engine import WarmupPolyLR
 from medsam_ft.losses import SAMedLoss, downsample_label
-from medsam_ft.metrics import VolumeMetrics, case_metrics, organ_metrics
+from medsam_ft.metrics import ImageMetrics, MeanIoU, VolumeMetrics, case_metrics, class_scores, confusion_matrix, organ_metrics
+from medsam_ft.transforms import IGNORE_INDEX
 
 
 def test_samed_loss_matches_its_definition():
@@ -93,7 +96,6 @@ def test_clinical_protocol_uses_spacing_and_states_empty_cases():
 
 
 def test_volume_metrics_tables_and_csv(tmp_path):
-    from monai.data import MetaTensor
 
     class State:
         output = None
@@ -132,3 +134,66 @@ def test_volume_metrics_tables_and_csv(tmp_path):
     handler.update(engine)
     (d1, h1), _ = handler.results["clinical"]["case0007"]
     assert h1 == pytest.approx(6.0)
+
+
+def test_samed_loss_skips_ignored_pixels():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 8, 8)
+    label = torch.randint(0, 3, (2, 1, 8, 8))
+    ignored = label.clone()
+    ignored[:, :, :4] = IGNORE_INDEX
+    changed = logits.clone()
+    changed[:, :, :4] = 50.0 * torch.randn(2, 3, 4, 8)  # whatever the network says where nothing is labelled
+    loss = SAMedLoss()
+    assert torch.allclose(loss(logits, ignored), loss(changed, ignored))
+    assert not torch.allclose(loss(logits, label), loss(changed, label))
+    # CE is the mean over labelled pixels only; an all-ignored batch gives a finite loss
+    ce_only = SAMedLoss(ce_weight=1.0, dice_weight=0.0)
+    expected = F.cross_entropy(logits[:, :, 4:], label[:, 0, 4:])
+    torch.testing.assert_close(ce_only(logits, ignored), expected)
+    assert torch.isfinite(loss(logits, torch.full_like(label, IGNORE_INDEX)))
+
+
+def test_confusion_matrix_scores_and_ignore():
+    truth = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = np.array([[0, 1, 1, 1], [2, 0, 2, 0]])
+    matrix = confusion_matrix(pred, truth, 3)
+    np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 2, 0], [1, 0, 1]])  # rows: truth; ignored pixels not counted
+    scores = class_scores(matrix)
+    np.testing.assert_allclose(scores["iou"], [1 / 3, 2 / 3, 1 / 2])
+    np.testing.assert_allclose(scores["f1"], [2 / 4, 4 / 5, 2 / 3])
+    np.testing.assert_allclose(scores["precision"], [1 / 2, 2 / 3, 1])
+    assert math.isnan(class_scores(np.array([[4, 0], [0, 0]]))["iou"][1])  # absent everywhere: undefined
+    with pytest.raises(ValueError, match="class ids outside 0..2"):
+        confusion_matrix(pred + 1, truth, 3)
+    metric = MeanIoU(num_classes=3)
+    metric.reset()
+    metric.update(([torch.nn.functional.one_hot(torch.as_tensor(pred), 3).permute(2, 0, 1)], [torch.as_tensor(truth)[None]]))
+    assert metric.compute() == pytest.approx(np.mean([1 / 3, 2 / 3, 1 / 2]))
+
+
+def test_image_metrics_per_image_and_dataset_level(tmp_path):
+    """Data-set mIoU pools pixels; per-image Dice averages images (a small image counts as much as a large one)."""
+    big_truth = np.zeros((1, 10, 10), np.int64)
+    big_truth[0, :5] = 1
+    big_pred = big_truth.copy()  # perfect on 50 foreground pixels
+    small_truth = np.array([[[1, 1, 0, 0]]])
+    small_pred = np.array([[[1, 0, 0, 0]]])  # Dice 2/3 on 2 foreground pixels
+    empty = np.zeros((1, 3, 3), np.int64)  # no foreground anywhere: not scored per image
+    engine = Engine(lambda e, b: b)
+    handler = ImageMetrics(["background", "polyp"], output_dir=tmp_path)
+    handler.attach(engine)
+    batches = [[{"pred": torch.as_tensor(p), "label": MetaTensor(torch.as_tensor(t), meta={"filename_or_obj": f"/d/{n}.png"})}]
+               for n, p, t in (("big", big_pred, big_truth), ("small", small_pred, small_truth), ("empty", empty, empty))]
+    engine.run(batches)
+    metrics = engine.state.metrics
+    assert metrics["mean_image_dice"] == pytest.approx((1 + 2 / 3) / 2)
+    assert metrics["mean_image_iou"] == pytest.approx((1 + 1 / 2) / 2)
+    foreground_iou = 51 / 52  # pooled: 51 of 52 foreground pixels (union) right
+    background_iou = (50 + 2 + 9) / (50 + 2 + 9 + 1)
+    assert metrics["miou"] == pytest.approx((foreground_iou + background_iou) / 2)
+    assert metrics["miou_foreground"] == pytest.approx(foreground_iou)
+    rows = (tmp_path / "metrics_images.csv").read_text().splitlines()
+    assert rows[0] == "image,polyp_dice,polyp_iou" and rows[1].startswith("big,1.000000") and rows[3] == "empty,nan,nan"
+    classes = (tmp_path / "metrics_classes.csv").read_text().splitlines()
+    assert classes[0] == "class,iou,f1,precision,recall,image_dice,image_iou" and classes[-1].startswith("mean,")

@@ -1,6 +1,8 @@
-"""Data sets and datalists: Synapse raw NIfTI, the TransUNet npz/h5 layout, axial slices of volumes."""
+"""Data sets and datalists: Synapse raw NIfTI, the TransUNet npz/h5 layout, axial slices of volumes, 2D folders."""
 
-from .datasets import CheckedDataset, DatasetSpec, check_class_names, open_dataset, training_dataset, volume_dataset
+from .datasets import CheckedDataset, DatasetSpec, check_class_names, open_dataset, training_dataset, evaluation_dataset
+from .datalist import read_datalist, write_datalist
+from .folder2d import LoadImage2Dd, MaskFormat, read_image, read_mask
 from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
 from .synapse import (
     SYNAPSE_CLASS_NAMES,
@@ -10,7 +12,6 @@ from .synapse import (
     TRANSUNET_TEST_CASES,
     find_raw_cases,
     make_datalist,
-    read_datalist,
 )
 from .transunet import read_h5_volume, read_npz_slice, write_h5_volume, write_npz_slice
 
@@ -20,8 +21,10 @@ __all__ = [
     "DatasetSpec",
     "open_dataset",
     "training_dataset",
-    "volume_dataset",
+    "evaluation_dataset",
+    "LoadImage2Dd",
     "LoadTransUNetd",
+    "MaskFormat",
     "SYNAPSE_CLASS_NAMES",
     "SYNAPSE_LABEL_MAP",
     "SYNAPSE_ORGANS",
@@ -33,6 +36,9 @@ __all__ = [
     "load_volumes",
     "make_datalist",
     "read_datalist",
+    "read_image",
+    "read_mask",
+    "write_datalist",
     "read_h5_volume",
     "read_npz_slice",
     "write_h5_volume",

@@ -1,8 +1,10 @@
 """What a bundle trains and evaluates on: a data set folder opened once, then its splits as datasets.
 
-Two layouts are recognised in ``dataset_dir``:
-- ``datalist.json`` (from ``python -m data_prep.synapse``): raw NIfTI volumes, windowed and
+Three layouts are recognised in ``dataset_dir``:
+- ``datalist.json`` from ``python -m data_prep.synapse``: raw NIfTI volumes, windowed and
   remapped by :func:`medsam_ft.transforms.volume_transforms`;
+- ``datalist.json`` from ``python -m data_prep.folder2d`` (``"format": "folder2d"``): 2D images and
+  masks (:mod:`medsam_ft.data.folder2d`), trained on and predicted at their own resolution;
 - the TransUNet layout (``lists/lists_Synapse/train.txt``, ``train_npz/``, ``test_vol_h5/``):
   already windowed and remapped; validation volumes are the npz slices of ``val_cases`` training
   cases stacked back into volumes (and removed from training). h5/npz files carry no spacing, so
@@ -26,7 +28,9 @@ from medsam_ft.io import InputError
 from medsam_ft.transforms import slice_transforms, volume_transforms
 
 from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
-from .synapse import SYNAPSE_CLASS_NAMES, check_pair, read_datalist
+from .datalist import SPLITS, read_datalist
+from .folder2d import LoadImage2Dd, MaskFormat
+from .synapse import SYNAPSE_CLASS_NAMES, check_pair
 from .transunet import read_npz_slice
 
 TRANSUNET_LISTS = Path("lists") / "lists_Synapse"
@@ -35,17 +39,20 @@ _NPZ_NAME = re.compile(r"case(\d+)_slice(\d+)$")
 
 @dataclass
 class DatasetSpec:
-    """A data set's splits (lists of ``{"image", "label", "case"}``) and how to read them."""
+    """A data set's splits (lists of ``{"image", "label", ...}``) and how to read them."""
 
     root: Path
-    layout: str  # "nifti" or "transunet"
+    layout: str  # "nifti", "transunet" or "folder2d"
     class_names: list[str]
-    hu_window: list[float]
+    hu_window: list[float] | None
     label_map: dict[int, int] | None
     allowed_label_ids: list[int] | None
     splits: dict[str, list[dict[str, Any]]]
+    mask_format: MaskFormat | None = None
 
-    def volume_transform(self, with_label: bool = True) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    def load_transform(self, with_label: bool = True) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+        if self.layout == "folder2d":
+            return LoadImage2Dd(self.mask_format if with_label else None)
         if self.layout == "transunet":
             return LoadTransUNetd()
         return volume_transforms(self.hu_window, self.label_map, self.allowed_label_ids, with_label=with_label)
@@ -60,20 +67,25 @@ def open_dataset(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | N
     datalist_path = Path(datalist) if datalist is not None else root / "datalist.json"
     if datalist_path.is_file():
         listed = read_datalist(datalist_path)
-        splits = {s: listed.get(s, []) for s in ("training", "validation", "test")}
+        splits = {s: listed.get(s, []) for s in SPLITS}
+        labels = listed.get("labels", {str(i): n for i, n in enumerate(SYNAPSE_CLASS_NAMES)})
+        class_names = [labels[str(i)] for i in range(len(labels))]
+        if listed.get("format") == "folder2d":
+            return DatasetSpec(root, "folder2d", class_names, None, None, None, splits,
+                               MaskFormat.from_json(listed["mask_format"]))
         for items in splits.values():
             for item in items:
                 check_pair(Path(item["image"]), Path(item["label"]))
-        labels = listed.get("labels", {str(i): n for i, n in enumerate(SYNAPSE_CLASS_NAMES)})
         label_map = listed.get("label_map")
         return DatasetSpec(
-            root, "nifti", [labels[str(i)] for i in range(len(labels))], list(listed.get("hu_window", (-125, 275))),
+            root, "nifti", class_names, list(listed.get("hu_window", (-125, 275))),
             {int(k): int(v) for k, v in label_map.items()} if label_map else None,
             listed.get("allowed_label_ids"), splits,
         )
     if (root / TRANSUNET_LISTS / "train.txt").is_file():
         return _open_transunet(root, val_cases, seed)
-    raise InputError(root, f"holds neither {datalist_path.name} (make it with `python -m data_prep.synapse`) "
+    raise InputError(root, f"holds neither {datalist_path.name} (make it with `python -m data_prep.synapse` "
+                           "or `python -m data_prep.folder2d`) "
                            f"nor the TransUNet layout ({TRANSUNET_LISTS}/train.txt)")
 
 
@@ -121,21 +133,28 @@ def _stack_npz_case(item: Mapping[str, Any]) -> dict[str, Any]:
     return {key: torch.stack([s[key] for s in loaded], dim=-1) for key in ("image", "label")} | {"case": item["case"]}
 
 
-def training_dataset(spec: DatasetSpec, image_size: int, augment: bool = True, keep_empty: float = 1.0,
-                     seed: int = 0) -> torch.utils.data.Dataset:
-    """2D training samples (image float[3, S, S], label long[1, S, S]) from every training slice.
+def training_dataset(spec: DatasetSpec, image_size: int, augment: str = "samed", keep_empty: float = 1.0,
+                     seed: int = 0, crop_size: int | None = None) -> torch.utils.data.Dataset:
+    """2D training samples (image float[3, S, S], label long[1, S, S]): every training slice or image.
 
-    ``keep_empty`` < 1 keeps only that fraction (drawn with ``seed``) of the slices without any organ.
+    ``keep_empty`` < 1 keeps only that fraction (drawn with ``seed``) of the volume slices without any
+    organ. ``augment``: see :func:`medsam_ft.transforms.augmentation`. ``crop_size``: random crops of that many pixels instead of whole images (see
+    :func:`medsam_ft.transforms.slice_transforms`).
     """
-    transform = slice_transforms(image_size, augment)
+    transform = slice_transforms(image_size, augment, crop_size)
+    if spec.layout == "folder2d":
+        return CheckedDataset(spec.splits["training"], Compose([spec.load_transform(), transform]))
     if spec.layout == "transunet":
         return CheckedDataset(spec.splits["training"], Compose([LoadTransUNetd(), transform]))
-    volumes = load_volumes(spec.splits["training"], spec.volume_transform())
+    volumes = load_volumes(spec.splits["training"], spec.load_transform())
     return VolumeSliceDataset(volumes, transform, keep_empty=keep_empty, seed=seed)
 
 
-def volume_dataset(spec: DatasetSpec, split: str) -> torch.utils.data.Dataset:
-    """Whole volumes of ``split`` (image float[1, X, Y, Z], label [1, X, Y, Z]), read lazily."""
+def evaluation_dataset(spec: DatasetSpec, split: str) -> torch.utils.data.Dataset:
+    """Whole volumes of ``split`` (image float[1, X, Y, Z], label [1, X, Y, Z]), read lazily.
+
+    For a 2D data set: whole images at their own size (image float[1 or 3, H, W], label uint8[1, H, W]).
+    """
     if split not in spec.splits:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(spec.splits)}")
     items = spec.splits[split]
@@ -143,7 +162,7 @@ def volume_dataset(spec: DatasetSpec, split: str) -> torch.utils.data.Dataset:
         raise InputError(spec.root, f"the {split!r} split is empty")
     if spec.layout == "transunet" and split == "validation":
         return CheckedDataset(items, _stack_npz_case)
-    return CheckedDataset(items, spec.volume_transform())
+    return CheckedDataset(items, spec.load_transform())
 
 
 def check_class_names(spec: DatasetSpec, class_names: Sequence[str], checkpoint: str | os.PathLike) -> None:

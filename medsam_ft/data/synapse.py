@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -110,22 +109,3 @@ def make_datalist(
         "validation": entries(val_ids),
         "test": entries(test_ids),
     }
-
-
-def read_datalist(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a datalist JSON and resolve its relative paths against its folder; every file must exist."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "datalist not found (make one with `python -m data_prep.synapse`)")
-    try:
-        datalist = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"not valid JSON: {err}") from None
-    for split in ("training", "validation", "test"):
-        for item in datalist.get(split, []):
-            for key in ("image", "label"):
-                if key in item:
-                    item[key] = str((path.parent / item[key]).resolve())
-                    if not Path(item[key]).exists():
-                        raise InputError(item[key], f"listed in {path} ({split}) but not found")
-    return datalist
