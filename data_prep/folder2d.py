@@ -24,15 +24,12 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from medsam_ft.data.datalist import write_datalist
 from medsam_ft.data.folder2d import (
-    MaskFormat,
     assign_splits,
     check_sizes,
-    detect_mask_format,
     find_split_folders,
     pair_files,
-    read_mask,
     read_name_list,
-    read_palette,
+    scan_masks,
 )
 from medsam_ft.io import InputError, atomic_path
 
@@ -89,13 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if (args.palette is not None) != (args.mask_mode == "palette") and args.mask_mode != "auto":
         parser.error("--palette goes with --mask-mode palette (or auto), and palette masks need --palette")
-    if args.palette is not None:
-        classes, ignore = read_palette(args.palette)
-        mask_format = MaskFormat("palette", num_classes=len(classes), palette=classes, ignore_colors=ignore)
-    else:
-        mask_format = detect_mask_format([p["label"] for p in pairs], args.mask_mode, args.ignore_value, args.num_classes)
-    for pair in pairs:
-        read_mask(pair["label"], mask_format)
+    mask_format = scan_masks([p["label"] for p in pairs], args.mask_mode, args.ignore_value, args.num_classes, args.palette)
 
     if args.class_names is not None:
         class_names = [n.strip() for n in args.class_names.split(",")]

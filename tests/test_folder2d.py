@@ -9,7 +9,15 @@ from PIL import Image
 
 from data_prep.folder2d import main as folder2d_main
 from data_prep.shapes2d import generate, make_sample
-from medsam_ft.data import LoadImage2Dd, MaskFormat, open_dataset, read_image, read_mask, training_dataset
+from medsam_ft.data import (
+    LoadImage2Dd,
+    MaskFormat,
+    check_num_classes,
+    open_dataset,
+    read_image,
+    read_mask,
+    training_dataset,
+)
 from medsam_ft.data.folder2d import check_sizes, pair_files, read_palette
 from medsam_ft.io import InputError
 from medsam_ft.transforms import IGNORE_INDEX, ThreeChanneld
@@ -149,6 +157,10 @@ def test_datalist_cli_detects_formats_and_keeps_user_splits(tmp_path):
     assert a == json.loads(out_b.read_text()) and len(a["validation"]) == 3 and len(a["training"]) == 7
     assert a["labels"]["2"] == "class_2"
     assert all(i["image"].startswith("shapes/images/shape_") for i in a["training"])  # relative to a.json
+    datalist["mask_format"]["mode"] = "rgb"
+    (root / "datalist.json").write_text(json.dumps(datalist))
+    with pytest.raises(InputError, match=r"datalist\.json: has no valid mask_format \(ValueError: unknown mask mode 'rgb'"):
+        open_dataset(root)
 
 
 def test_datalist_cli_binary_jpeg_split_folders_and_unstack(tmp_path):
@@ -165,6 +177,9 @@ def test_datalist_cli_binary_jpeg_split_folders_and_unstack(tmp_path):
     sample = training_dataset(spec, image_size=32, augment="flip_rotate")[0]
     assert sample["image"].shape == (3, 32, 32) and sample["label"].shape == (1, 32, 32)
     assert set(sample["label"].unique().tolist()) <= {0, 1}
+    check_num_classes(spec, 2)
+    with pytest.raises(InputError, match=r"has 2 classes \['background', 'polyp'\], but num_classes is 3"):
+        check_num_classes(spec, 3)
     # ISBI 2012: multi-page TIFF stacks
     frames = [Image.fromarray(np.full((16, 16), 10 * i, np.uint8)) for i in range(3)]
     frames[0].save(tmp_path / "train-volume.tif", save_all=True, append_images=frames[1:])
@@ -181,13 +196,19 @@ def test_datalist_cli_binary_jpeg_split_folders_and_unstack(tmp_path):
     assert sorted(p.name for p in (tmp_path / "isbi" / "images").iterdir()) == [f"train-volume_0{i}.png" for i in range(3)]
 
 
-def test_datalist_cli_refuses_unknown_palette_colours(tmp_path):
+def test_datalist_cli_refuses_bad_masks(tmp_path):
     root = tmp_path / "camvid"
     _save(root / "images" / "f1.png", np.zeros((2, 2, 3), np.uint8))
     _save(root / "masks" / "f1.png", np.array([[[0, 0, 0], [1, 2, 3]], [[0, 0, 0], [0, 0, 0]]], np.uint8))
     (tmp_path / "palette.json").write_text(json.dumps(PALETTE))
     with pytest.raises(InputError, match=r"masks/f1\.png: 1 colours are not in the palette"):
         folder2d_main(["--root", str(root), "--palette", str(tmp_path / "palette.json")])
+    assert not (root / "datalist.json").exists()
+    with pytest.raises(InputError, match=r"masks/f1\.png: is a colour mask.*--palette"):
+        folder2d_main(["--root", str(root)])
+    _save(root / "masks" / "f1.png", np.array([[0, 1], [2, 3]], np.uint8))
+    with pytest.raises(InputError, match=r"masks/f1\.png: mask values \[3\] are not class ids 0\.\.2"):
+        folder2d_main(["--root", str(root), "--num-classes", "3"])
     assert not (root / "datalist.json").exists()
 
 

@@ -1,6 +1,14 @@
 """Data sets and datalists: Synapse raw NIfTI, the TransUNet npz/h5 layout, axial slices of volumes, 2D folders."""
 
-from .datasets import CheckedDataset, DatasetSpec, check_class_names, open_dataset, training_dataset, evaluation_dataset
+from .datasets import (
+    CheckedDataset,
+    DatasetSpec,
+    check_class_names,
+    check_num_classes,
+    evaluation_dataset,
+    open_dataset,
+    training_dataset,
+)
 from .datalist import read_datalist, write_datalist
 from .folder2d import LoadImage2Dd, MaskFormat, read_image, read_mask
 from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
@@ -18,6 +26,7 @@ from .transunet import read_h5_volume, read_npz_slice, write_h5_volume, write_np
 __all__ = [
     "CheckedDataset",
     "check_class_names",
+    "check_num_classes",
     "DatasetSpec",
     "open_dataset",
     "training_dataset",

@@ -71,8 +71,12 @@ def open_dataset(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | N
         labels = listed.get("labels", {str(i): n for i, n in enumerate(SYNAPSE_CLASS_NAMES)})
         class_names = [labels[str(i)] for i in range(len(labels))]
         if listed.get("format") == "folder2d":
-            return DatasetSpec(root, "folder2d", class_names, None, None, None, splits,
-                               MaskFormat.from_json(listed["mask_format"]))
+            try:
+                mask_format = MaskFormat.from_json(listed["mask_format"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise InputError(datalist_path, f"has no valid mask_format ({type(err).__name__}: {err}); "
+                                                "remake it with `python -m data_prep.folder2d`") from None
+            return DatasetSpec(root, "folder2d", class_names, None, None, None, splits, mask_format)
         for items in splits.values():
             for item in items:
                 check_pair(Path(item["image"]), Path(item["label"]))
@@ -169,3 +173,10 @@ def check_class_names(spec: DatasetSpec, class_names: Sequence[str], checkpoint:
     """A checkpoint must be evaluated on data with the classes it was trained for."""
     if list(class_names) != spec.class_names:
         raise InputError(checkpoint, f"was trained for classes {list(class_names)}, but {spec.root} has {spec.class_names}")
+
+
+def check_num_classes(spec: DatasetSpec, num_classes: int) -> None:
+    """A network must have one output per class of the data set it trains on."""
+    if num_classes != len(spec.class_names):
+        raise InputError(spec.root, f"has {len(spec.class_names)} classes {spec.class_names}, but num_classes is "
+                                    f"{num_classes}; change the datalist's labels or leave num_classes to the data set")

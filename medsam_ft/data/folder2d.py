@@ -144,6 +144,26 @@ def _grey(pixels: np.ndarray) -> np.ndarray:
     return pixels.mean(axis=-1) if pixels.ndim == 3 else pixels
 
 
+def _class_id_pixels(path: Path, pixels: np.ndarray) -> np.ndarray:
+    """The single integer channel of an ``ids`` mask (grey, or RGB with equal channels)."""
+    if pixels.ndim == 3:
+        if np.abs(pixels.astype(np.int16) - pixels[..., :1]).max() > 0:
+            raise InputError(path, "is a colour mask, but the mask format is class ids: give a palette "
+                                   "(--palette) or use --mask-mode binary")
+        pixels = pixels[..., 0]
+    if pixels.dtype.kind not in "ui":
+        raise InputError(path, f"mask pixels are {pixels.dtype}, not integer class ids")
+    return pixels
+
+
+def _check_class_ids(path: Path, values: Iterable[int], mask_format: MaskFormat) -> None:
+    """Every value must be a class id of ``mask_format`` or its ignore value."""
+    bad = sorted(int(v) for v in values if v != mask_format.ignore_value and not 0 <= v < mask_format.num_classes)
+    if bad:
+        raise InputError(path, f"mask values {bad[:10]} are not class ids 0..{mask_format.num_classes - 1}"
+                               + ("" if mask_format.ignore_value is None else f" or the ignore value {mask_format.ignore_value}"))
+
+
 def read_mask(path: str | os.PathLike, mask_format: MaskFormat) -> np.ndarray:
     """uint8[1, H, W]: class ids 0..C-1, and :data:`IGNORE_INDEX` where ignored."""
     path = Path(path)
@@ -153,20 +173,9 @@ def read_mask(path: str | os.PathLike, mask_format: MaskFormat) -> np.ndarray:
         return (_grey(pixels) >= threshold).astype(np.uint8)[None]
     if mask_format.mode == "palette":
         return _palette_ids(path, pixels, mask_format)[None]
-    if pixels.ndim == 3:
-        if np.abs(pixels.astype(np.int16) - pixels[..., :1]).max() > 0:
-            raise InputError(path, "is a colour mask, but the mask format is class ids: give a palette "
-                                   "(--palette) or use --mask-mode binary")
-        pixels = pixels[..., 0]
-    if pixels.dtype.kind not in "ui":
-        raise InputError(path, f"mask pixels are {pixels.dtype}, not integer class ids")
-    ids = pixels.astype(np.int64)
-    ignored = ids == mask_format.ignore_value if mask_format.ignore_value is not None else np.zeros(ids.shape, bool)
-    bad = np.unique(ids[~ignored & ((ids < 0) | (ids >= mask_format.num_classes))])
-    if bad.size:
-        raise InputError(path, f"mask values {bad[:10].tolist()} are not class ids 0..{mask_format.num_classes - 1}"
-                               + ("" if mask_format.ignore_value is None else f" or the ignore value {mask_format.ignore_value}"))
-    return np.where(ignored, IGNORE_INDEX, ids).astype(np.uint8)[None]
+    ids = _class_id_pixels(path, pixels).astype(np.int64)
+    _check_class_ids(path, np.unique(ids).tolist(), mask_format)
+    return np.where(ids == mask_format.ignore_value, IGNORE_INDEX, ids).astype(np.uint8)[None]
 
 
 def _palette_ids(path: Path, pixels: np.ndarray, mask_format: MaskFormat) -> np.ndarray:
@@ -183,7 +192,7 @@ def _palette_ids(path: Path, pixels: np.ndarray, mask_format: MaskFormat) -> np.
     return np.asarray([lookup[v] for v in values.tolist()], dtype=np.uint8)[inverse.reshape(codes.shape)]
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
+def header_size(path: str | os.PathLike) -> tuple[int, int]:
     """(H, W) from the file header, without decoding the pixels."""
     try:
         with Image.open(path) as image:
@@ -194,7 +203,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 def check_sizes(image: str | os.PathLike, mask: str | os.PathLike) -> None:
     """An image and its mask must have the same height and width."""
-    image_hw, mask_hw = image_size(image), image_size(mask)
+    image_hw, mask_hw = header_size(image), header_size(mask)
     if image_hw != mask_hw:
         raise InputError(mask, f"mask size {mask_hw[1]}x{mask_hw[0]} differs from its image's "
                                f"{image_hw[1]}x{image_hw[0]} ({image})")
@@ -221,25 +230,37 @@ def pair_files(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, mask
     return pairs
 
 
-def detect_mask_format(masks: Sequence[str | os.PathLike], mode: str = "auto", ignore_value: int | None = None,
-                       num_classes: int | None = None) -> MaskFormat:
-    """The ``binary`` or ``ids`` format of these masks (``palette`` needs a palette: :func:`read_palette`).
+def scan_masks(masks: Sequence[str | os.PathLike], mode: str = "auto", ignore_value: int | None = None,
+               num_classes: int | None = None, palette: str | os.PathLike | None = None) -> MaskFormat:
+    """Read every mask once: choose their format, count the classes, and check every file.
 
-    ``auto``: ``binary`` for JPEG masks (JPEG cannot store exact ids) or values within {0, 255}
-    (255 not being the ignore value), else ``ids``. ``ids``: ``num_classes`` = the largest id + 1
-    unless given (reads every mask once).
+    ``palette`` given: ``palette`` masks (:func:`read_palette`). ``auto``: ``binary`` for JPEG masks
+    (JPEG cannot store exact ids) or values within {0, 255} (255 not being the ignore value), else
+    ``ids``. ``ids``: ``num_classes`` = the largest id + 1 unless given. Errors name the file.
     """
-    if mode == "binary" or (mode == "auto" and any(Path(m).suffix.lower() in (".jpg", ".jpeg") for m in masks)):
+    if palette is not None:
+        classes, ignore = read_palette(palette)
+        known: MaskFormat | None = MaskFormat("palette", num_classes=len(classes), palette=classes, ignore_colors=ignore)
+    elif mode == "binary" or (mode == "auto" and any(Path(m).suffix.lower() in (".jpg", ".jpeg") for m in masks)):
+        known = MaskFormat("binary")
+    elif mode in ("auto", "ids"):
+        known = None
+    else:
+        raise ValueError(f"mask mode {mode!r}: choose auto, ids or binary, or give a palette")
+    if known is not None:
+        for mask in masks:
+            read_mask(mask, known)
+        return known
+    values = {Path(m): set(np.unique(_class_id_pixels(Path(m), _open(Path(m), "mask", palette_to_rgb=False))).tolist())
+              for m in masks}
+    found = set().union(*values.values())
+    if mode == "auto" and found <= {0, 255} and ignore_value != 255:
         return MaskFormat("binary")
-    if mode not in ("auto", "ids"):
-        raise ValueError(f"mask mode {mode!r} cannot be detected; choose auto, ids or binary (palette: give the palette)")
-    values: set[int] = set()
-    for mask in masks:
-        values |= set(np.unique(_grey(_open(Path(mask), "mask", palette_to_rgb=False))).astype(np.int64).tolist())
-    if mode == "auto" and values <= {0, 255} and ignore_value != 255:
-        return MaskFormat("binary")
-    ids = values - {ignore_value}
-    return MaskFormat("ids", num_classes=num_classes or max(max(ids, default=0) + 1, 2), ignore_value=ignore_value)
+    ids = found - {ignore_value}
+    mask_format = MaskFormat("ids", num_classes=num_classes or max(max(ids, default=0) + 1, 2), ignore_value=ignore_value)
+    for path, file_values in values.items():
+        _check_class_ids(path, file_values, mask_format)
+    return mask_format
 
 
 def find_split_folders(root: Path, images: str, masks: str) -> dict[str, tuple[Path, Path]]:
