@@ -25,6 +25,9 @@ from medsam_ft.transforms import three_channels
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "medsam_ft.trainable/1"
+# Network options naming weight files: where weights were read from, not what the network is. The
+# backbone's is checked by hash; GSAM's CNN initialisation is part of the trained state.
+WEIGHT_FILE_OPTIONS = ("checkpoint", "cnn_weights")
 
 
 class WarmupPolyLR(torch.optim.lr_scheduler.LRScheduler):
@@ -85,8 +88,8 @@ class TrainableCheckpoint:
 
     def load_state_dict(self, checkpoint: Mapping[str, Any], source: str = "checkpoint") -> None:
         checkpoint = unwrap_checkpoint(checkpoint, source)
-        mine = {k: v for k, v in self.network.config.items() if k != "checkpoint"}
-        theirs = {k: v for k, v in checkpoint["config"].items() if k != "checkpoint"}
+        mine = {k: v for k, v in self.network.config.items() if k not in WEIGHT_FILE_OPTIONS}
+        theirs = {k: v for k, v in checkpoint["config"].items() if k not in WEIGHT_FILE_OPTIONS}
         if mine != theirs:
             raise InputError(source, f"was trained with {theirs}, but this network is {mine}")
         self.network.load_trainable_state_dict(checkpoint["state"], source=source)
@@ -112,6 +115,8 @@ def load_checkpoint(path: str | os.PathLike, backbone_checkpoint: str | os.PathL
     config = dict(checkpoint["config"])
     if backbone_checkpoint is not None:
         config["checkpoint"] = os.fspath(backbone_checkpoint)
+    if "cnn_weights" in config:
+        config["cnn_weights"] = None  # the trained CNN encoder is in the state
     network = build_network(**config)
     if network.backbone_sha256 != checkpoint["backbone_sha256"]:
         raise InputError(path, f"was trained on backbone weights sha256 {checkpoint['backbone_sha256']}, "

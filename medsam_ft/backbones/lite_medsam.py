@@ -29,10 +29,13 @@ DEFAULT_IMAGE_SIZE = 256
 
 
 class TinyViTEncoder(TinyViT):
-    """LiteMedSAM's TinyViT-5M, for any input size S that is a multiple of 8.
+    """LiteMedSAM's TinyViT-5M, for any input H x W that are multiples of 8 (square or not).
 
-    forward: float[B, 3, S, S] -> float[B, 256, S/4, S/4]. (The vendored class hard-codes the
-    64 x 64 grid of S = 256 in its forward; this one reads the grid from its input.)
+    forward: float[B, 3, H, W] -> float[B, 256, H/4, W/4]. The vendored class hard-codes the
+    64 x 64 grid of 256 px in its forward, and its attention blocks and patch mergings the token
+    grids of the size they were built for. TinyViT has no absolute position table (windowed
+    attention with relative biases, depth-wise convs), so this encoder sets those grids from each
+    input before running it.
     """
 
     def __init__(self, image_size: int):
@@ -51,9 +54,20 @@ class TinyViTEncoder(TinyViT):
             local_conv_size=3,
             layer_lr_decay=0.8,
         )
+        self.built_size = image_size
+        self.built_grids = {name: m.input_resolution for name, m in self.named_modules() if hasattr(m, "input_resolution")}
+
+    def set_input_size(self, height: int, width: int) -> None:
+        """Give every block and patch merging the token grid of an H x W input (multiples of 8)."""
+        if height % 8 or width % 8:
+            raise ValueError(f"lite_medsam takes inputs whose sides are multiples of 8, got {height} x {width}")
+        modules = dict(self.named_modules())
+        for name, (rows, cols) in self.built_grids.items():
+            modules[name].input_resolution = (rows * height // self.built_size, cols * width // self.built_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
+        self.set_input_size(height, width)
         x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)

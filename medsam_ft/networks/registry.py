@@ -9,6 +9,7 @@ from typing import Any
 from medsam_ft.backbones import Backbone, build_backbone
 from medsam_ft.registry import Registry
 
+from .gsam import GSAM
 from .samed import SAMed
 from .semantic_sam import SemanticSAM
 
@@ -62,3 +63,9 @@ def _decoder_only(backbone: Backbone, num_classes: int, config: dict) -> Semanti
 @register_network("samed")
 def _samed(backbone: Backbone, num_classes: int, config: dict, rank: int = 4, alpha: float = 1.0) -> SemanticSAM:
     return SAMed(backbone, num_classes, config, rank=rank, alpha=alpha)
+
+
+@register_network("gsam")
+def _gsam(backbone: Backbone, num_classes: int, config: dict, **options: Any) -> SemanticSAM:
+    """GSAM: any input size (see :class:`medsam_ft.networks.gsam.GSAM` for the options)."""
+    return GSAM(backbone, num_classes, config, **options)

@@ -112,12 +112,16 @@ class SemanticSAM(nn.Module):
         self.set_trainable([self.mask_decoder, self.prompt_encoder.no_mask_embed])
 
     # --- what is trained -------------------------------------------------------------------------
-    def set_trainable(self, modules: Iterable[nn.Module]) -> None:
-        """Freeze every parameter, then make exactly the parameters of ``modules`` trainable."""
+    def set_trainable(self, modules: Iterable[nn.Module], parameters: Iterable[nn.Parameter] = ()) -> None:
+        """Freeze every parameter, then make exactly the parameters of ``modules`` trainable, and the
+        single ``parameters`` that belong to otherwise frozen modules (e.g. relative position tables)."""
         self.trainable_modules = list(modules)
+        self.trainable_parameters = list(parameters)
         self.requires_grad_(False)
         for module in self.trainable_modules:
             module.requires_grad_(True)
+        for parameter in self.trainable_parameters:
+            parameter.requires_grad_(True)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> SemanticSAM:
@@ -138,6 +142,9 @@ class SemanticSAM(nn.Module):
             prefix = names[id(module)]
             for key, value in module.state_dict().items():
                 state[f"{prefix}.{key}"] = value.detach().clone()
+        parameter_names = {id(p): name for name, p in self.named_parameters()}
+        for parameter in self.trainable_parameters:
+            state[parameter_names[id(parameter)]] = parameter.detach().clone()
         return state
 
     def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
@@ -158,13 +165,18 @@ class SemanticSAM(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # --- forward ------------------------------------------------------------------------------------
-    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        """float[B, 3, H, W] in [0, 1] -> float[B, 3, S, S] SAM-normalised at the backbone size S."""
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """float[B, 3, H, W] in [0, 1] -> SAM-normalised float[B, 3, H, W]."""
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected an image batch float[B, 3, H, W] in [0, 1], got shape {tuple(image.shape)}")
+        return (image - self.pixel_mean) / self.pixel_std
+
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        """float[B, 3, H, W] in [0, 1] -> float[B, 3, S, S] SAM-normalised at the backbone size S."""
+        image = self.normalise(image)
         if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
             image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return (image - self.pixel_mean) / self.pixel_std
+        return image
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image embeddings float[B, D, S/p, S/p]; without autograd when no encoder tensor is trained."""
@@ -173,16 +185,21 @@ class SemanticSAM(nn.Module):
         with torch.no_grad():
             return self.image_encoder(image)
 
+    def positional_encoding(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """float[1 or B, D, h, w]: SAM's random-Fourier encoding of the h x w embedding grid
+        (the prompt encoder's ``get_dense_pe()`` at its own grid, any other grid alike)."""
+        return self.prompt_encoder.pe_layer(tuple(embeddings.shape[-2:])).unsqueeze(0)
+
     def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """float[B, D, h, w] image embeddings -> logits float[B, C, 4h, 4w], with the no-prompt embedding."""
-        batch = embeddings.shape[0]
-        sparse, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
-        return self.mask_decoder(
-            embeddings,
-            self.prompt_encoder.get_dense_pe(),
-            sparse.expand(batch, -1, -1),
-            dense.expand(batch, -1, -1, -1),
-        )
+        """float[B, D, h, w] image embeddings -> logits float[B, C, 4h, 4w], with the no-prompt embedding.
+
+        Without prompts SAM's prompt encoder gives no sparse tokens and its ``no_mask_embed`` at every
+        grid position; both are built here for the embedding's own grid.
+        """
+        batch, dim, height, width = embeddings.shape
+        sparse = embeddings.new_zeros((batch, 0, dim))
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, dim, 1, 1).expand(batch, -1, height, width)
+        return self.mask_decoder(embeddings, self.positional_encoding(embeddings), sparse, dense)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s]."""
