@@ -57,20 +57,22 @@ class TrainableCheckpoint:
     """The state a checkpoint holds: the network's trainable tensors and what rebuilds it.
 
     ``state_dict()`` -> ``{"format", "config", "state", "backbone_sha256", "class_names", "hu_window",
-    "sliding_window", "class_colors", "medsam_ft_version"}``; ``load_state_dict()`` checks the format
-    and the config before loading. Ignite/MONAI checkpoint handlers take it like any module.
-    ``hu_window``: CT intensity window (volumes); ``sliding_window``: the crop size 2D images were
-    trained at, so inference predicts windows of that size (None: whole images resized);
+    "sliding_window", "resize_to", "class_colors", "medsam_ft_version"}``; ``load_state_dict()``
+    checks the format and the config before loading. Ignite/MONAI checkpoint handlers take it like
+    any module. ``hu_window``: CT intensity window (volumes); ``sliding_window``: the crop size 2D
+    images were trained at, so inference predicts windows of that size (None: whole images);
+    ``resize_to``: the size whole images were resized to before training crops were cut from them
+    (networks of any input size, GSAM), so inference resizes alike (see :class:`SlicePredictor`);
     ``class_colors``: [r, g, b] per class for overlays (a data set's palette).
     """
 
     def __init__(self, network: SemanticSAM, class_names: Sequence[str] | None = None,
                  hu_window: Sequence[float] | None = None, sliding_window: int | None = None,
-                 class_colors: Sequence[Sequence[int]] | None = None):
+                 resize_to: int | None = None, class_colors: Sequence[Sequence[int]] | None = None):
         self.network = network
         self.class_names = list(class_names) if class_names is not None else None
         self.hu_window = list(hu_window) if hu_window is not None else None
-        self.sliding_window = sliding_window
+        self.sliding_window, self.resize_to = sliding_window, resize_to
         self.class_colors = [list(c) for c in class_colors] if class_colors is not None else None
 
     def state_dict(self) -> dict[str, Any]:
@@ -82,6 +84,7 @@ class TrainableCheckpoint:
             "class_names": self.class_names,
             "hu_window": self.hu_window,
             "sliding_window": self.sliding_window,
+            "resize_to": self.resize_to,
             "class_colors": self.class_colors,
             "medsam_ft_version": medsam_ft.__version__,
         }
@@ -201,18 +204,22 @@ class SlicePredictor(nn.Module):
 
     forward: float[B, 1 or 3, H, W] in [0, 1] -> float[B, C, H, W] (grey repeated to 3 channels;
     logits upsampled bilinearly from H/s x W/s). Also what MONAI's ``SlidingWindowInferer`` calls
-    on each window of a large 2D image.
+    on each window of a large 2D image. ``resize_to`` R: the image is resized to R x R first, as in
+    training (networks of any input size; fixed-size networks resize to their own size anyway).
     """
 
-    def __init__(self, network: nn.Module):
+    def __init__(self, network: nn.Module, resize_to: int | None = None):
         super().__init__()
-        self.network = network
+        self.network, self.resize_to = network, resize_to
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        size = tuple(image.shape[-2:])
         image = three_channels(image)
+        if self.resize_to is not None:
+            image = F.interpolate(image, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
         logits = self.network(image)
-        if tuple(logits.shape[-2:]) != tuple(image.shape[-2:]):
-            logits = F.interpolate(logits, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+        if tuple(logits.shape[-2:]) != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
 
 

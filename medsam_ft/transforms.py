@@ -171,12 +171,12 @@ def augmentation(name: str) -> list:
     """The random 2D augmentation ``name`` of image ``[C, H, W]`` and label ``[1, H, W]`` pairs.
 
     ``samed``: :class:`RandRotFlipOrRotated` (what SAMed applies to CT slices); ``flip_rotate``: GSAM's
-    horizontal flip (p 0.5) and rotation in [-20, 20] degrees (p 0.5) (microscopy, satellite,
+    horizontal flip (p 0.5) and rotation within [-90, 90] degrees (p 0.5) (microscopy, satellite,
     endoscopy); ``flip``: horizontal flip only (street scenes, which have an up); ``none``.
     """
     keys = ["image", "label"]
     flip = RandFlipd(keys, prob=0.5, spatial_axis=1)
-    rotate = RandRotated(keys, range_x=float(np.deg2rad(20.0)), prob=0.5, keep_size=True, mode=("bilinear", "nearest"),
+    rotate = RandRotated(keys, range_x=float(np.deg2rad(90.0)), prob=0.5, keep_size=True, mode=("bilinear", "nearest"),
                          padding_mode="zeros")
     chains = {"samed": [RandRotFlipOrRotated()], "flip_rotate": [flip, rotate], "flip": [flip], "none": []}
     if name not in chains:
@@ -184,23 +184,24 @@ def augmentation(name: str) -> list:
     return chains[name]
 
 
-def slice_transforms(image_size: int, augment: str = "none", crop_size: int | None = None) -> Compose:
+def slice_transforms(image_size: int | None, augment: str = "none", crop_size: int | None = None,
+                     crop_after_resize: bool = False) -> Compose:
     """2D training samples: image float[1 or 3, H, W], label [1, H, W] -> image float[3, S, S], label long[1, S, S].
 
-    ``crop_size`` None: the whole image is resized to S (CT slices; 2D images of similar size).
-    ``crop_size`` c: a random c x c crop (images smaller than c padded with zeros first) resized to
-    S, so large images train at their own scale; predict them with sliding windows of c pixels.
+    ``crop_size`` None: the whole image is resized to S = ``image_size`` (CT slices; 2D images of
+    similar size). ``crop_size`` c: a random c x c crop (images smaller than c padded with zeros
+    first) resized to S, so large images train at their own scale; predict them with sliding windows
+    of c pixels. ``crop_after_resize`` (networks that take any size, GSAM): the whole image is
+    resized to S (None: kept) and the c x c crop of it is the sample (S x S becomes c x c).
     ``augment``: one of :data:`AUGMENTATIONS` (see :func:`augmentation`). Images are resized bilinearly (no
     overshoot outside [0, 1]), labels with nearest (ignore values stay intact).
     """
     keys = ["image", "label"]
-    chain: list = []
-    if crop_size is not None:
-        chain += [SpatialPadd(keys, spatial_size=(crop_size, crop_size)),
-                  RandSpatialCropd(keys, roi_size=(crop_size, crop_size), random_size=False)]
-    chain += augmentation(augment)
+    resize = [Resized(keys, spatial_size=(image_size, image_size), mode=("bilinear", "nearest"))] if image_size else []
+    crop = [SpatialPadd(keys, spatial_size=(crop_size, crop_size)),
+            RandSpatialCropd(keys, roi_size=(crop_size, crop_size), random_size=False)] if crop_size else []
+    chain = resize + crop + augmentation(augment) if crop_after_resize else crop + augmentation(augment) + resize
     chain += [
-        Resized(keys, spatial_size=(image_size, image_size), mode=("bilinear", "nearest")),
         ThreeChanneld("image"),
         EnsureTyped("image", dtype=torch.float32, track_meta=False),
         EnsureTyped("label", dtype=torch.long, track_meta=False),

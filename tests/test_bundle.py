@@ -1,10 +1,6 @@
 """The samed_synapse bundle end to end on tiny phantoms (LiteMedSAM at 32 px, one short epoch)."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.synapse import main as synapse_main
 from medsam_ft.engine import load_checkpoint
 from medsam_ft.io import write_nifti
 
@@ -22,29 +17,11 @@ TINY = ["--image_size", "32", "--batch_size", "4", "--warmup_iters", "2", "--kee
         "--num_workers", "0", "--progress", "False", "--slice_batch_size", "64"]
 
 
-def _bundle(config, *args, env=None, torchrun=False):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"] \
-        if torchrun else [sys.executable]
-    cmd = launcher + ["-m", "monai.bundle", "run", "--config_file", config, *args]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
-def dataset(phantom_dir, tmp_path_factory):
-    """The six phantom cases with a datalist: 4 test, 1 validation, 1 training case."""
-    root = tmp_path_factory.mktemp("bundle_data")
-    shutil.copytree(phantom_dir, root, dirs_exist_ok=True)
-    synapse_main(["--raw", str(root), "--out", str(root / "datalist.json"), "--val-cases", "1"])
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory):
+def trained(synapse_dataset, tmp_path_factory, run_bundle):
     out = tmp_path_factory.mktemp("run")
-    log = _bundle(str(BUNDLE / "train.json"), "--dataset_dir", str(dataset), "--output_dir", str(out),
-                  "--max_epochs", "1", *TINY)
+    log = run_bundle(str(BUNDLE / "train.json"), "--dataset_dir", str(synapse_dataset), "--output_dir", str(out),
+                     "--max_epochs", "1", *TINY)
     return out, log
 
 
@@ -61,12 +38,12 @@ def test_train_writes_small_checkpoints_and_logs(trained):
     assert any(list(out.glob("events.out.tfevents*")))
 
 
-def test_resume_continues_the_schedule(trained, dataset):
+def test_resume_continues_the_schedule(trained, synapse_dataset, run_bundle):
     out, _ = trained
     first = torch.load(out / "last.pt", weights_only=True)
     assert first["trainer"]["epoch"] == 1
-    log = _bundle(str(BUNDLE / "train.json"), "--dataset_dir", str(dataset), "--output_dir", str(out),
-                  "--max_epochs", "2", "--resume", "True", *TINY)
+    log = run_bundle(str(BUNDLE / "train.json"), "--dataset_dir", str(synapse_dataset), "--output_dir", str(out),
+                     "--max_epochs", "2", "--resume", "True", *TINY)
     assert "resumed from" in log and "epoch 2/2" in log and "epoch 1/2" not in log
     second = torch.load(out / "last.pt", weights_only=True)
     assert second["trainer"]["epoch"] == 2
@@ -74,9 +51,9 @@ def test_resume_continues_the_schedule(trained, dataset):
     assert second["lr_scheduler"]["last_epoch"] == 2 * first["lr_scheduler"]["last_epoch"]
 
 
-def test_evaluate_writes_both_protocols(trained, dataset, tmp_path):
+def test_evaluate_writes_both_protocols(trained, synapse_dataset, tmp_path, run_bundle):
     out, _ = trained
-    log = _bundle(str(BUNDLE / "evaluate.json"), "--dataset_dir", str(dataset), "--checkpoint",
+    log = run_bundle(str(BUNDLE / "evaluate.json"), "--dataset_dir", str(synapse_dataset), "--checkpoint",
                   str(out / "best.pt"), "--output_dir", str(tmp_path), "--slice_batch_size", "64")
     for protocol in ("clinical", "transunet"):
         rows = (tmp_path / f"metrics_{protocol}.csv").read_text().splitlines()
@@ -85,7 +62,7 @@ def test_evaluate_writes_both_protocols(trained, dataset, tmp_path):
     assert "Dice (transunet)" in log and "HD95 in mm (clinical)" in log
 
 
-def test_inference_keeps_patient_geometry(trained, tmp_path):
+def test_inference_keeps_patient_geometry(trained, tmp_path, run_bundle):
     out, _ = trained
     inputs = tmp_path / "in"
     rng = np.random.default_rng(0)
@@ -100,7 +77,7 @@ def test_inference_keeps_patient_geometry(trained, tmp_path):
     write_nifti(inputs / "patient_b.nii", volume[:, :, :5], np.diag([0.9, 0.9, 2.5, 1.0]))
     (inputs / "notes.txt").write_text("not an image: ignored")
     predictions = tmp_path / "out"
-    _bundle(str(BUNDLE / "inference.json"), "--checkpoint", str(out / "best.pt"), "--input_dir", str(inputs),
+    run_bundle(str(BUNDLE / "inference.json"), "--checkpoint", str(out / "best.pt"), "--input_dir", str(inputs),
             "--output_dir", str(predictions), "--slice_batch_size", "64")
     assert sorted(p.name for p in predictions.iterdir()) == [
         "patient_a_seg.json", "patient_a_seg.nii.gz", "patient_b_seg.json", "patient_b_seg.nii.gz"]
@@ -113,24 +90,24 @@ def test_inference_keeps_patient_geometry(trained, tmp_path):
     assert names["0"] == "background" and names["8"] == "pancreas"
 
 
-def test_inference_prediction_is_oriented_like_its_input(trained, dataset, tmp_path):
+def test_inference_prediction_is_oriented_like_its_input(trained, synapse_dataset, tmp_path, run_bundle):
     """The same volume stored in two orientations gives the same labels per physical voxel."""
     out, _ = trained
-    image = nib.load(dataset / "img" / "img0002.nii.gz")
+    image = nib.load(synapse_dataset / "img" / "img0002.nii.gz")
     data, affine = np.asanyarray(image.dataobj), image.affine
     flipped_affine = affine @ np.array([[-1, 0, 0, data.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     write_nifti(tmp_path / "in" / "a.nii.gz", data, affine)
     write_nifti(tmp_path / "in" / "b.nii.gz", data[::-1].copy(), flipped_affine)
-    _bundle(str(BUNDLE / "inference.json"), "--checkpoint", str(out / "best.pt"), "--input_dir",
+    run_bundle(str(BUNDLE / "inference.json"), "--checkpoint", str(out / "best.pt"), "--input_dir",
             str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--slice_batch_size", "64")
     a = np.asanyarray(nib.load(tmp_path / "out" / "a_seg.nii.gz").dataobj)
     b = np.asanyarray(nib.load(tmp_path / "out" / "b_seg.nii.gz").dataobj)
     np.testing.assert_array_equal(a, b[::-1])
 
 
-def test_multi_gpu_config_runs_ddp_on_cpu(dataset, tmp_path):
+def test_multi_gpu_config_runs_ddp_on_cpu(synapse_dataset, tmp_path, run_bundle):
     configs = f"['{BUNDLE / 'train.json'}','{BUNDLE / 'multi_gpu_train.json'}']"
-    log = _bundle(configs, "--dataset_dir", str(dataset), "--output_dir", str(tmp_path), "--max_epochs", "1",
+    log = run_bundle(configs, "--dataset_dir", str(synapse_dataset), "--output_dir", str(tmp_path), "--max_epochs", "1",
                   *TINY, env={"OMP_NUM_THREADS": "1"}, torchrun=True)
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
     assert log.count("epoch 1/1: mean loss") == 1  # rank 0 logs, rank 1 trains silently

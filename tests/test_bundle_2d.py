@@ -1,9 +1,6 @@
 """2D images at full resolution: the inferers, and the folder_2d bundle end to end on generated shapes."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,21 +51,14 @@ def test_resize_predict_resize_returns_the_image_size():
     assert resized.shape == windowed.shape == (1, 3, 45, 70)
 
 
-def _bundle(config, *args):
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / config), *args]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ))
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, run_bundle):
     """Eight generated images (96-192 px) trained on random 64 px crops, LiteMedSAM at 32 px."""
     data = tmp_path_factory.mktemp("shapes")
     generate(data, count=8, seed=1)
     folder2d_main(["--root", str(data), "--class-names", "background,disc,rectangle", "--val-fraction", "0.25"])
     out = tmp_path_factory.mktemp("run2d")
-    log = _bundle("train.json", "--dataset_dir", str(data), "--output_dir", str(out), "--max_epochs", "2",
+    log = run_bundle(BUNDLE / "train.json", "--dataset_dir", str(data), "--output_dir", str(out), "--max_epochs", "2",
                   "--image_size", "32", "--crop_size", "64", "--batch_size", "3", "--warmup_iters", "2",
                   "--num_workers", "0", "--progress", "False", "--method", "samed", "--method_options", "{'rank': 2}")
     return data, out, log
@@ -83,9 +73,9 @@ def test_train_2d_writes_checkpoints(trained):
     assert net.num_classes == 3
 
 
-def test_evaluate_2d_writes_metric_tables(trained, tmp_path):
+def test_evaluate_2d_writes_metric_tables(trained, tmp_path, run_bundle):
     data, out, _ = trained
-    log = _bundle("evaluate.json", "--dataset_dir", str(data), "--checkpoint", str(out / "best.pt"),
+    log = run_bundle(BUNDLE / "evaluate.json", "--dataset_dir", str(data), "--checkpoint", str(out / "best.pt"),
                   "--output_dir", str(tmp_path), "--split", "validation")
     classes = (tmp_path / "metrics_classes.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in classes] == ["class", "background", "disc", "rectangle", "mean"]
@@ -94,14 +84,14 @@ def test_evaluate_2d_writes_metric_tables(trained, tmp_path):
     assert "miou" in log and "mean_image_dice" in log
 
 
-def test_inference_2d_writes_full_size_pngs(trained, tmp_path):
+def test_inference_2d_writes_full_size_pngs(trained, tmp_path, run_bundle):
     data, out, _ = trained
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 230), dtype=np.uint8)).save(inputs / "wide.png")
     Image.open(data / "images" / "shape_000.png").save(inputs / "rgb.jpg")
     (inputs / "readme.txt").write_text("ignored")
-    _bundle("inference.json", "--checkpoint", str(out / "best.pt"), "--input_dir", str(inputs),
+    run_bundle(BUNDLE / "inference.json", "--checkpoint", str(out / "best.pt"), "--input_dir", str(inputs),
             "--output_dir", str(tmp_path / "out"))
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["labels.json", "rgb_overlay.png", "rgb_seg.png", "wide_overlay.png", "wide_seg.png"]

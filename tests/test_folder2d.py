@@ -222,3 +222,7 @@ def test_random_crops_pad_small_images_and_keep_ignore(tmp_path):
     assert sample["image"].shape == (3, 16, 16)
     # padding is background (0), the image's own pixels keep the ignore value through crop and resize
     assert set(sample["label"].unique().tolist()) == {0, IGNORE_INDEX}
+    # GSAM: the image resized to 64 first, then a 16 px crop of it is the sample, not resized again
+    gsam_sample = training_dataset(spec, image_size=64, augment="none", crop_size=16, crop_after_resize=True)[0]
+    assert gsam_sample["image"].shape == (3, 16, 16) and gsam_sample["label"].shape == (1, 16, 16)
+    assert gsam_sample["label"].unique().tolist() == [IGNORE_INDEX]  # 64 x 64 resize of 20 x 30: no padding left

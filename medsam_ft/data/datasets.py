@@ -137,15 +137,16 @@ def _stack_npz_case(item: Mapping[str, Any]) -> dict[str, Any]:
     return {key: torch.stack([s[key] for s in loaded], dim=-1) for key in ("image", "label")} | {"case": item["case"]}
 
 
-def training_dataset(spec: DatasetSpec, image_size: int, augment: str = "samed", keep_empty: float = 1.0,
-                     seed: int = 0, crop_size: int | None = None) -> torch.utils.data.Dataset:
+def training_dataset(spec: DatasetSpec, image_size: int | None, augment: str = "samed", keep_empty: float = 1.0,
+                     seed: int = 0, crop_size: int | None = None, crop_after_resize: bool = False) -> torch.utils.data.Dataset:
     """2D training samples (image float[3, S, S], label long[1, S, S]): every training slice or image.
 
     ``keep_empty`` < 1 keeps only that fraction (drawn with ``seed``) of the volume slices without any
-    organ. ``augment``: see :func:`medsam_ft.transforms.augmentation`. ``crop_size``: random crops of that many pixels instead of whole images (see
+    organ. ``augment``: see :func:`medsam_ft.transforms.augmentation`. ``crop_size``,
+    ``crop_after_resize``: random crops instead of whole images (see
     :func:`medsam_ft.transforms.slice_transforms`).
     """
-    transform = slice_transforms(image_size, augment, crop_size)
+    transform = slice_transforms(image_size, augment, crop_size, crop_after_resize)
     if spec.layout == "folder2d":
         return CheckedDataset(spec.splits["training"], Compose([spec.load_transform(), transform]))
     if spec.layout == "transunet":

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from segment_anything.modeling import ImageEncoderViT
-from segment_anything.modeling.image_encoder import Block as ViTBlock
 from torch import nn
 
 from medsam_ft.backbones import Backbone
