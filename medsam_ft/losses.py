@@ -24,14 +24,17 @@ class SAMedLoss(nn.Module):
     computed over the whole batch, averaged over classes. The label is downsampled (nearest) to the
     logits' size, as SAMed supervises its low-resolution logits. Pixels labelled ``ignore_index``
     count in neither term (MONAI's ``DiceCELoss`` has no ignore value; the terms are its own).
+    ``jaccard``: soft IoU instead of Dice (CAD's BCE + IoU in softmax terms: ``ce_weight=1,
+    dice_weight=1, jaccard=True``).
 
     forward: logits float[B, C, h, w], label long[B, 1, H, W] -> scalar.
     """
 
-    def __init__(self, ce_weight: float = 0.2, dice_weight: float = 0.8, ignore_index: int = IGNORE_INDEX):
+    def __init__(self, ce_weight: float = 0.2, dice_weight: float = 0.8, ignore_index: int = IGNORE_INDEX,
+                 jaccard: bool = False):
         super().__init__()
         self.ce_weight, self.dice_weight, self.ignore_index = ce_weight, dice_weight, ignore_index
-        self.dice = DiceLoss(include_background=True, squared_pred=True, batch=True)
+        self.dice = DiceLoss(include_background=True, squared_pred=True, batch=True, jaccard=jaccard)
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         label = downsample_label(label, tuple(logits.shape[-2:]))[:, 0]

@@ -9,6 +9,7 @@ from typing import Any
 from medsam_ft.backbones import Backbone, build_backbone
 from medsam_ft.registry import Registry
 
+from .cad import CAD
 from .gsam import GSAM
 from .samed import SAMed
 from .semantic_sam import SemanticSAM
@@ -69,3 +70,9 @@ def _samed(backbone: Backbone, num_classes: int, config: dict, rank: int = 4, al
 def _gsam(backbone: Backbone, num_classes: int, config: dict, **options: Any) -> SemanticSAM:
     """GSAM: any input size (see :class:`medsam_ft.networks.gsam.GSAM` for the options)."""
     return GSAM(backbone, num_classes, config, **options)
+
+
+@register_network("cad")
+def _cad(backbone: Backbone, num_classes: int, config: dict, **options: Any) -> SemanticSAM:
+    """CAD: convolutional adapter beside the frozen encoder (see :class:`medsam_ft.networks.cad.CAD`)."""
+    return CAD(backbone, num_classes, config, **options)

@@ -14,6 +14,8 @@ from torch import nn
 
 from medsam_ft.backbones import Backbone
 
+from .embedding_cache import EmbeddingCache
+
 logger = logging.getLogger(__name__)
 
 # SAM's pixel statistics (0-255 scale), applied to [0, 1] inputs.
@@ -109,6 +111,7 @@ class SemanticSAM(nn.Module):
         self.config = dict(config)
         self.backbone_sha256 = backbone.weights_sha256
         self.trainable_modules: list[nn.Module] = []
+        self.embedding_cache: EmbeddingCache | None = None
         self.set_trainable([self.mask_decoder, self.prompt_encoder.no_mask_embed])
 
     # --- what is trained -------------------------------------------------------------------------
@@ -171,40 +174,57 @@ class SemanticSAM(nn.Module):
             raise ValueError(f"expected an image batch float[B, 3, H, W] in [0, 1], got shape {tuple(image.shape)}")
         return (image - self.pixel_mean) / self.pixel_std
 
-    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        """float[B, 3, H, W] in [0, 1] -> float[B, 3, S, S] SAM-normalised at the backbone size S."""
-        image = self.normalise(image)
+    def resize_input(self, image: torch.Tensor) -> torch.Tensor:
+        """float[B, 3, H, W] -> float[B, 3, S, S] at the backbone size S (bilinear), unchanged if already S x S."""
         if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
             image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         return image
 
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        """float[B, 3, H, W] in [0, 1] -> float[B, 3, S, S] SAM-normalised at the backbone size S."""
+        return self.normalise(self.resize_input(image))
+
+    def use_embedding_cache(self, cache: EmbeddingCache | None) -> None:
+        """Reuse the frozen encoder's embeddings of inputs seen before (None: stop). Only used while no
+        encoder tensor trains; see :class:`~medsam_ft.networks.embedding_cache.EmbeddingCache`."""
+        self.embedding_cache = cache
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Image embeddings float[B, D, S/p, S/p]; without autograd when no encoder tensor is trained."""
+        """Image embeddings float[B, D, S/p, S/p]; without autograd when no encoder tensor is trained
+        (then from the embedding cache, when one is in use)."""
         if any(p.requires_grad for p in self.image_encoder.parameters()):
             return self.image_encoder(image)
         with torch.no_grad():
+            if self.embedding_cache is not None:
+                return self.embedding_cache.encode(self.image_encoder, image)
             return self.image_encoder(image)
+
+    def image_embeddings(self, image: torch.Tensor) -> torch.Tensor:
+        """float[B, 3, H, W] in [0, 1] -> float[B, D, h, w], what the mask decoder reads."""
+        return self.encode(self.preprocess(image))
 
     def positional_encoding(self, embeddings: torch.Tensor) -> torch.Tensor:
         """float[1 or B, D, h, w]: SAM's random-Fourier encoding of the h x w embedding grid
         (the prompt encoder's ``get_dense_pe()`` at its own grid, any other grid alike)."""
         return self.prompt_encoder.pe_layer(tuple(embeddings.shape[-2:])).unsqueeze(0)
 
-    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
+    def decode(self, embeddings: torch.Tensor, sparse: torch.Tensor | None = None) -> torch.Tensor:
         """float[B, D, h, w] image embeddings -> logits float[B, C, 4h, 4w], with the no-prompt embedding.
 
-        Without prompts SAM's prompt encoder gives no sparse tokens and its ``no_mask_embed`` at every
-        grid position; both are built here for the embedding's own grid.
+        Without prompts SAM's prompt encoder gives no sparse tokens (``sparse`` None; else float[B, N, D]
+        prompt tokens) and its ``no_mask_embed`` at every grid position, built here for the
+        embedding's own grid.
         """
         batch, dim, height, width = embeddings.shape
-        sparse = embeddings.new_zeros((batch, 0, dim))
+        if sparse is None:
+            sparse = embeddings.new_zeros((batch, 0, dim))
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, dim, 1, 1).expand(batch, -1, height, width)
         return self.mask_decoder(embeddings, self.positional_encoding(embeddings), sparse, dense)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s]."""
         height, width = image.shape[-2:]
-        logits = self.decode(self.encode(self.preprocess(image)))
+        logits = self.decode(self.image_embeddings(image))
         out_size = (height // self.output_stride, width // self.output_stride)
         if tuple(logits.shape[-2:]) != out_size:
             logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)

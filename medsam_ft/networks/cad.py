@@ -1,0 +1,115 @@
+"""CAD: a convolutional adapter beside the frozen SAM encoder, for little training memory.
+
+The image encoder runs under ``torch.no_grad()`` in eval mode, so training keeps none of its
+activations; a small CNN sees the RGB image and its high-frequency components (FFT with the centred
+low-frequency square of area ``tau * H * W`` removed) and adds ``0.1 * tanh(...)`` of its features,
+pooled to the embedding grid, to the image embedding. The adapter and the mask decoder are trained.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medsam_ft.backbones import Backbone
+
+from .semantic_sam import SemanticSAM
+
+PROMPTS = ("none", "whole_image_box")
+STEMS = ("paper", "strided")
+
+
+def high_frequency(image: torch.Tensor, tau: float = 0.25) -> torch.Tensor:
+    """float[..., H, W] -> float[..., H, W]: ``|Re(ifft2(F))|`` where F is the centred spectrum with its
+    low-frequency square of side ``2 * floor(sqrt(tau * H * W) / 2)`` around the zero frequency zeroed."""
+    height, width = image.shape[-2:]
+    half = int(math.sqrt(tau * height * width) // 2)
+    spectrum = torch.fft.fftshift(torch.fft.fft2(image.float()), dim=(-2, -1))
+    keep = torch.ones(height, width, device=image.device)
+    keep[height // 2 - half : height // 2 + half, width // 2 - half : width // 2 + half] = 0
+    return torch.fft.ifft2(torch.fft.ifftshift(spectrum * keep, dim=(-2, -1))).real.abs()
+
+
+class AdapterBlock(nn.Module):
+    """``avgpool2(x + leaky_relu(bn(conv3x3_dilation2(x))))``: float[B, C, H, W] -> float[B, C, H/2, W/2]."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=2, dilation=2, bias=False)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x + F.leaky_relu(self.norm(self.conv(x)), 0.1), 2)
+
+
+class ConvAdapter(nn.Module):
+    """CAD's adapter: float[B, 3, S, S] in [0, 1] and an embedding grid (h, w) -> float[B, D, h, w] in [-0.1, 0.1].
+
+    Input: RGB + its high-frequency components (6 channels), each divided by its maximum per image.
+    ``stem="paper"``: a 1x1 conv to ``channels``, so the first block convolves at full resolution;
+    ``"strided"``: a 4x4 conv at stride 4 instead (16x fewer block FLOPs, same memory benefit).
+    Each block's output is average-pooled to (h, w); the sum is projected to D (1x1 conv, when
+    ``channels`` differs from D), squashed with tanh and scaled by 0.1.
+    """
+
+    def __init__(self, embed_dim: int, channels: int | None = None, num_blocks: int = 3, tau: float = 0.25,
+                 stem: str = "paper"):
+        super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"unknown CAD stem {stem!r}; choose one of {STEMS}")
+        channels = channels or embed_dim
+        self.stem = nn.Conv2d(6, channels, kernel_size=1) if stem == "paper" else nn.Conv2d(6, channels, 4, stride=4)
+        self.blocks = nn.ModuleList(AdapterBlock(channels) for _ in range(num_blocks))
+        self.project = nn.Conv2d(channels, embed_dim, kernel_size=1) if channels != embed_dim else nn.Identity()
+        self.tau = tau
+
+    def forward(self, image: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        x = torch.cat([image, high_frequency(image, self.tau)], dim=1)
+        x = x / x.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+        x = self.stem(x)
+        pooled = 0
+        for block in self.blocks:
+            x = block(x)
+            pooled = pooled + F.adaptive_avg_pool2d(x, grid)
+        return 0.1 * torch.tanh(self.project(pooled))
+
+
+class CAD(SemanticSAM):
+    """CAD behind the network contract (``forward(image) -> logits float[B, C, H/s, W/s]``).
+
+    Options: ``prompt`` (``none``: prompt-free class tokens, the default; ``whole_image_box``: the
+    frozen prompt encoder's tokens of a box around the whole image, as the paper), ``tau``,
+    ``stem``, ``adapter_channels``. Trained: the adapter and the mask decoder.
+    """
+
+    def __init__(self, backbone: Backbone, num_classes: int, config: dict, *, prompt: str = "none",
+                 tau: float = 0.25, stem: str = "paper", adapter_channels: int | None = None):
+        super().__init__(backbone, num_classes, config)
+        if prompt not in PROMPTS:
+            raise ValueError(f"unknown CAD prompt {prompt!r}; choose one of {PROMPTS}")
+        self.prompt = prompt
+        self.adapter = ConvAdapter(self.mask_decoder.transformer_dim, adapter_channels, tau=tau, stem=stem)
+        self.set_trainable([self.adapter, self.mask_decoder])
+
+    def train(self, mode: bool = True) -> CAD:
+        """The encoder stays in eval mode whatever the mode of the rest."""
+        super().train(mode)
+        self.image_encoder.eval()
+        return self
+
+    def image_embeddings(self, image: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder's embedding (no autograd) plus the adapter's: float[B, D, h, w]."""
+        resized = self.resize_input(image)
+        embeddings = self.encode(self.normalise(resized))
+        return embeddings + self.adapter(resized, tuple(embeddings.shape[-2:]))
+
+    def decode(self, embeddings: torch.Tensor, sparse: torch.Tensor | None = None) -> torch.Tensor:
+        if self.prompt == "whole_image_box" and sparse is None:
+            box = torch.tensor([[0.0, 0.0, self.image_size - 1.0, self.image_size - 1.0]], device=embeddings.device)
+            with torch.no_grad():
+                tokens, _ = self.prompt_encoder(points=None, boxes=box, masks=None)
+            sparse = tokens.expand(embeddings.shape[0], -1, -1)
+        return super().decode(embeddings, sparse)
