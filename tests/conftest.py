@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_prep.folder2d import main as folder2d_main
 from data_prep.phantom import generate
+from data_prep.shapes2d import generate as generate_shapes
 from data_prep.synapse import main as synapse_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +54,16 @@ def run_bundle() -> Callable[..., str]:
     """``run_bundle(config, *overrides, env=None, torchrun=False)``: run ``python -m monai.bundle run``
     from the repository root, assert it succeeded, return its output."""
     return _run_bundle
+
+
+def _shapes_dataset(root: Path, class_names: str, count: int, seed: int, val_fraction: float) -> Path:
+    generate_shapes(root, count=count, seed=seed, classes=len(class_names.split(",")))
+    folder2d_main(["--root", str(root), "--class-names", class_names, "--val-fraction", str(val_fraction)])
+    return root
+
+
+@pytest.fixture(scope="session")
+def shapes_dataset() -> Callable[..., Path]:
+    """``shapes_dataset(root, class_names, count, seed, val_fraction)``: generated 2D images and masks
+    (``data_prep.shapes2d``; 2 or 3 classes as named) with their datalist, in ``root``."""
+    return _shapes_dataset

@@ -54,7 +54,7 @@ def test_resume_continues_the_schedule(trained, synapse_dataset, run_bundle):
 def test_evaluate_writes_both_protocols(trained, synapse_dataset, tmp_path, run_bundle):
     out, _ = trained
     log = run_bundle(str(BUNDLE / "evaluate.json"), "--dataset_dir", str(synapse_dataset), "--checkpoint",
-                  str(out / "best.pt"), "--output_dir", str(tmp_path), "--slice_batch_size", "64")
+                     str(out / "best.pt"), "--output_dir", str(tmp_path), "--slice_batch_size", "64")
     for protocol in ("clinical", "transunet"):
         rows = (tmp_path / f"metrics_{protocol}.csv").read_text().splitlines()
         assert rows[0].startswith("case,spleen_dice,right_kidney_dice")
@@ -78,7 +78,7 @@ def test_inference_keeps_patient_geometry(trained, tmp_path, run_bundle):
     (inputs / "notes.txt").write_text("not an image: ignored")
     predictions = tmp_path / "out"
     run_bundle(str(BUNDLE / "inference.json"), "--checkpoint", str(out / "best.pt"), "--input_dir", str(inputs),
-            "--output_dir", str(predictions), "--slice_batch_size", "64")
+               "--output_dir", str(predictions), "--slice_batch_size", "64")
     assert sorted(p.name for p in predictions.iterdir()) == [
         "patient_a_seg.json", "patient_a_seg.nii.gz", "patient_b_seg.json", "patient_b_seg.nii.gz"]
     label = nib.load(predictions / "patient_a_seg.nii.gz")
@@ -99,7 +99,7 @@ def test_inference_prediction_is_oriented_like_its_input(trained, synapse_datase
     write_nifti(tmp_path / "in" / "a.nii.gz", data, affine)
     write_nifti(tmp_path / "in" / "b.nii.gz", data[::-1].copy(), flipped_affine)
     run_bundle(str(BUNDLE / "inference.json"), "--checkpoint", str(out / "best.pt"), "--input_dir",
-            str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--slice_batch_size", "64")
+               str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--slice_batch_size", "64")
     a = np.asanyarray(nib.load(tmp_path / "out" / "a_seg.nii.gz").dataobj)
     b = np.asanyarray(nib.load(tmp_path / "out" / "b_seg.nii.gz").dataobj)
     np.testing.assert_array_equal(a, b[::-1])
@@ -108,6 +108,6 @@ def test_inference_prediction_is_oriented_like_its_input(trained, synapse_datase
 def test_multi_gpu_config_runs_ddp_on_cpu(synapse_dataset, tmp_path, run_bundle):
     configs = f"['{BUNDLE / 'train.json'}','{BUNDLE / 'multi_gpu_train.json'}']"
     log = run_bundle(configs, "--dataset_dir", str(synapse_dataset), "--output_dir", str(tmp_path), "--max_epochs", "1",
-                  *TINY, env={"OMP_NUM_THREADS": "1"}, torchrun=True)
+                     *TINY, env={"OMP_NUM_THREADS": "1"}, torchrun=True)
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
     assert log.count("epoch 1/1: mean loss") == 1  # rank 0 logs, rank 1 trains silently

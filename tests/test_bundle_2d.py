@@ -9,8 +9,6 @@ import torch
 from PIL import Image
 
 import medsam_ft
-from data_prep.folder2d import main as folder2d_main
-from data_prep.shapes2d import generate
 from medsam_ft.engine import SlicePredictor, load_checkpoint
 from medsam_ft.inference import full_resolution_inferer
 
@@ -52,15 +50,14 @@ def test_resize_predict_resize_returns_the_image_size():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, run_bundle):
+def trained(tmp_path_factory, run_bundle, shapes_dataset):
     """Eight generated images (96-192 px) trained on random 64 px crops, LiteMedSAM at 32 px."""
-    data = tmp_path_factory.mktemp("shapes")
-    generate(data, count=8, seed=1)
-    folder2d_main(["--root", str(data), "--class-names", "background,disc,rectangle", "--val-fraction", "0.25"])
+    data = shapes_dataset(tmp_path_factory.mktemp("shapes"), "background,disc,rectangle", count=8, seed=1,
+                          val_fraction=0.25)
     out = tmp_path_factory.mktemp("run2d")
     log = run_bundle(BUNDLE / "train.json", "--dataset_dir", str(data), "--output_dir", str(out), "--max_epochs", "2",
-                  "--image_size", "32", "--crop_size", "64", "--batch_size", "3", "--warmup_iters", "2",
-                  "--num_workers", "0", "--progress", "False", "--method", "samed", "--method_options", "{'rank': 2}")
+                     "--image_size", "32", "--crop_size", "64", "--batch_size", "3", "--warmup_iters", "2",
+                     "--num_workers", "0", "--progress", "False", "--method", "samed", "--method_options", "{'rank': 2}")
     return data, out, log
 
 
@@ -76,7 +73,7 @@ def test_train_2d_writes_checkpoints(trained):
 def test_evaluate_2d_writes_metric_tables(trained, tmp_path, run_bundle):
     data, out, _ = trained
     log = run_bundle(BUNDLE / "evaluate.json", "--dataset_dir", str(data), "--checkpoint", str(out / "best.pt"),
-                  "--output_dir", str(tmp_path), "--split", "validation")
+                     "--output_dir", str(tmp_path), "--split", "validation")
     classes = (tmp_path / "metrics_classes.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in classes] == ["class", "background", "disc", "rectangle", "mean"]
     images = (tmp_path / "metrics_images.csv").read_text().splitlines()
@@ -92,7 +89,7 @@ def test_inference_2d_writes_full_size_pngs(trained, tmp_path, run_bundle):
     Image.open(data / "images" / "shape_000.png").save(inputs / "rgb.jpg")
     (inputs / "readme.txt").write_text("ignored")
     run_bundle(BUNDLE / "inference.json", "--checkpoint", str(out / "best.pt"), "--input_dir", str(inputs),
-            "--output_dir", str(tmp_path / "out"))
+               "--output_dir", str(tmp_path / "out"))
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["labels.json", "rgb_overlay.png", "rgb_seg.png", "wide_overlay.png", "wide_seg.png"]
     seg = Image.open(tmp_path / "out" / "wide_seg.png")

@@ -2,18 +2,14 @@
 
 from pathlib import Path
 
-from data_prep.folder2d import main as folder2d_main
-from data_prep.shapes2d import generate
 from medsam_ft.engine import load_checkpoint
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 TINY = ["--image_size", "32", "--batch_size", "4", "--max_epochs", "2", "--num_workers", "0", "--progress", "False"]
 
 
-def test_cad_2d_trains_and_reports_per_image_dice(tmp_path, run_bundle):
-    data = tmp_path / "polyps"
-    generate(data, count=6, seed=3, classes=2)
-    folder2d_main(["--root", str(data), "--class-names", "background,polyp", "--val-fraction", "0.34"])
+def test_cad_2d_trains_and_reports_per_image_dice(tmp_path, run_bundle, shapes_dataset):
+    data = shapes_dataset(tmp_path / "polyps", "background,polyp", count=6, seed=3, val_fraction=0.34)
     out = tmp_path / "run"
     log = run_bundle(BUNDLES / "cad_2d" / "train.json", "--dataset_dir", str(data), "--output_dir", str(out),
                      "--stem", "strided", *TINY)

@@ -6,18 +6,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_prep.folder2d import main as folder2d_main
-from data_prep.shapes2d import generate
 from medsam_ft.engine import load_checkpoint
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 TINY = ["--cnn", "resnet18", "--batch_size", "4", "--max_epochs", "1", "--num_workers", "0", "--progress", "False"]
 
 
-def test_gsam_isbi2012_trains_on_crops_and_predicts_whole_images(tmp_path, run_bundle):
-    data = tmp_path / "shapes"
-    generate(data, count=6, seed=2, classes=2)
-    folder2d_main(["--root", str(data), "--class-names", "background,disc", "--val-fraction", "0.34"])
+def test_gsam_isbi2012_trains_on_crops_and_predicts_whole_images(tmp_path, run_bundle, shapes_dataset):
+    data = shapes_dataset(tmp_path / "shapes", "background,disc", count=6, seed=2, val_fraction=0.34)
     out = tmp_path / "run"
     log = run_bundle(BUNDLES / "gsam_isbi2012" / "train.json", "--dataset_dir", str(data), "--output_dir", str(out),
                      "--image_size", "64", "--crop_size", "32", *TINY)
