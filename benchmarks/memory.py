@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import medsam_ft
-from medsam_ft.losses import SAMedLoss
+from medsam_ft.losses import SegmentationLoss
 
 
 def _status_kib(field: str) -> int:
@@ -46,7 +46,7 @@ def measure(method: str, backbone: str, image_size: int, batch: int, steps: int,
     net = medsam_ft.build_network(name, backbone=backbone, num_classes=2, image_size=image_size, **options)
     net = net.to(device).train()
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-    loss_fn = SAMedLoss()
+    loss_fn = SegmentationLoss()
     image = torch.rand(batch, 3, image_size, image_size, device=device)
     label = torch.randint(0, 2, (batch, 1, image_size, image_size), device=device)
     gc.collect()

@@ -17,29 +17,35 @@ def downsample_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(label.float(), size=size, mode="nearest").long()
 
 
-class SAMedLoss(nn.Module):
-    """``ce_weight * CE + dice_weight * Dice`` (SAMed: 0.2 / 0.8).
+class SegmentationLoss(nn.Module):
+    """``ce_weight * CE + focal_weight * focal + dice_weight * Dice``, every method's loss.
 
-    Dice: softmax over the C classes, background included, squared denominator, one Dice per class
-    computed over the whole batch, averaged over classes. The label is downsampled (nearest) to the
-    logits' size, as SAMed supervises its low-resolution logits. Pixels labelled ``ignore_index``
-    count in neither term (MONAI's ``DiceCELoss`` has no ignore value; the terms are its own).
-    ``jaccard``: soft IoU instead of Dice (CAD's BCE + IoU in softmax terms: ``ce_weight=1,
-    dice_weight=1, jaccard=True``).
+    SAMed: CE 0.2 + Dice 0.8 (the defaults); SAM-PARSER: ``(1 - lambda) CE + lambda focal + Dice``;
+    CAD: CE + soft IoU (``jaccard=True``); GSAM: CE alone. Dice: softmax over the C classes,
+    background included, squared denominator, one Dice per class computed over the whole batch,
+    averaged over classes (``jaccard``: soft IoU instead). Focal: ``(1 - p_t)^gamma`` times the
+    pixel's CE. The label is downsampled (nearest) to the logits' size, as SAMed supervises its
+    low-resolution logits. Pixels labelled ``ignore_index`` count in no term (MONAI's
+    ``DiceCELoss`` has no ignore value; CE and focal are means over labelled pixels).
 
     forward: logits float[B, C, h, w], label long[B, 1, H, W] -> scalar.
     """
 
-    def __init__(self, ce_weight: float = 0.2, dice_weight: float = 0.8, ignore_index: int = IGNORE_INDEX,
-                 jaccard: bool = False):
+    def __init__(self, ce_weight: float = 0.2, dice_weight: float = 0.8, focal_weight: float = 0.0,
+                 focal_gamma: float = 2.0, jaccard: bool = False, ignore_index: int = IGNORE_INDEX):
         super().__init__()
-        self.ce_weight, self.dice_weight, self.ignore_index = ce_weight, dice_weight, ignore_index
+        self.ce_weight, self.dice_weight, self.focal_weight = ce_weight, dice_weight, focal_weight
+        self.focal_gamma, self.ignore_index = focal_gamma, ignore_index
         self.dice = DiceLoss(include_background=True, squared_pred=True, batch=True, jaccard=jaccard)
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         label = downsample_label(label, tuple(logits.shape[-2:]))[:, 0]
         valid = (label != self.ignore_index).unsqueeze(1)
-        ce = F.cross_entropy(logits, label, ignore_index=self.ignore_index, reduction="sum") / valid.sum().clamp(min=1)
+        count = valid.sum().clamp(min=1)
+        ce_pixels = F.cross_entropy(logits, label, ignore_index=self.ignore_index, reduction="none")
+        loss = self.ce_weight * ce_pixels.sum() / count
+        if self.focal_weight:
+            focal = (1.0 - torch.exp(-ce_pixels)) ** self.focal_gamma * ce_pixels
+            loss = loss + self.focal_weight * focal.sum() / count
         target = F.one_hot(torch.where(valid[:, 0], label, 0), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-        dice = self.dice(logits.softmax(dim=1) * valid, target * valid)
-        return self.ce_weight * ce + self.dice_weight * dice
+        return loss + self.dice_weight * self.dice(logits.softmax(dim=1) * valid, target * valid)

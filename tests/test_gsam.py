@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import medsam_ft
 from medsam_ft.engine import SlicePredictor, TrainableCheckpoint, load_checkpoint
 from medsam_ft.io import InputError
-from medsam_ft.losses import SAMedLoss
+from medsam_ft.losses import SegmentationLoss
 from medsam_ft.networks.gsam import GSAM, SMAdaptFormer
 
 TINY = dict(backbone="vit_tiny", num_classes=3, image_size=64, cnn="resnet18")
@@ -66,7 +66,7 @@ def test_trained_on_crops_predicts_a_whole_image(tmp_path):
     torch.manual_seed(0)
     net = medsam_ft.build_network("gsam", **TINY)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
-    loss_fn = SAMedLoss(ce_weight=1.0, dice_weight=0.0)
+    loss_fn = SegmentationLoss(ce_weight=1.0, dice_weight=0.0)
     image = torch.rand(1, 3, 256, 256)
     label = (image[:, :1] > 0.5).long()
     net.train()

@@ -8,7 +8,7 @@ from ignite.engine import Engine
 from monai.data import MetaTensor
 
 from medsam_ft.engine import WarmupPolyLR
-from medsam_ft.losses import SAMedLoss, downsample_label
+from medsam_ft.losses import SegmentationLoss, downsample_label
 from medsam_ft.metrics import ImageMetrics, MeanIoU, VolumeMetrics, case_metrics, class_scores, confusion_matrix, organ_metrics
 from medsam_ft.transforms import IGNORE_INDEX
 
@@ -26,7 +26,7 @@ def test_samed_loss_matches_its_definition():
     dice_loss = (1 - (2 * inter + 1e-5) / (denom + 1e-5)).mean()  # background included
     ce = F.cross_entropy(logits, small[:, 0])
     expected = 0.2 * ce + 0.8 * dice_loss
-    torch.testing.assert_close(SAMedLoss()(logits, label), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(SegmentationLoss()(logits, label), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_warmup_poly_schedule():
@@ -144,11 +144,11 @@ def test_samed_loss_skips_ignored_pixels():
     ignored[:, :, :4] = IGNORE_INDEX
     changed = logits.clone()
     changed[:, :, :4] = 50.0 * torch.randn(2, 3, 4, 8)  # whatever the network says where nothing is labelled
-    loss = SAMedLoss()
+    loss = SegmentationLoss()
     assert torch.allclose(loss(logits, ignored), loss(changed, ignored))
     assert not torch.allclose(loss(logits, label), loss(changed, label))
     # CE is the mean over labelled pixels only; an all-ignored batch gives a finite loss
-    ce_only = SAMedLoss(ce_weight=1.0, dice_weight=0.0)
+    ce_only = SegmentationLoss(ce_weight=1.0, dice_weight=0.0)
     expected = F.cross_entropy(logits[:, :, 4:], label[:, 0, 4:])
     torch.testing.assert_close(ce_only(logits, ignored), expected)
     assert torch.isfinite(loss(logits, torch.full_like(label, IGNORE_INDEX)))

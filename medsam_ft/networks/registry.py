@@ -11,6 +11,7 @@ from medsam_ft.registry import Registry
 
 from .cad import CAD
 from .gsam import GSAM
+from .parser import SAMParser
 from .samed import SAMed
 from .semantic_sam import SemanticSAM
 
@@ -76,3 +77,9 @@ def _gsam(backbone: Backbone, num_classes: int, config: dict, **options: Any) ->
 def _cad(backbone: Backbone, num_classes: int, config: dict, **options: Any) -> SemanticSAM:
     """CAD: convolutional adapter beside the frozen encoder (see :class:`medsam_ft.networks.cad.CAD`)."""
     return CAD(backbone, num_classes, config, **options)
+
+
+@register_network("parser")
+def _parser(backbone: Backbone, num_classes: int, config: dict, **options: Any) -> SemanticSAM:
+    """SAM-PARSER: SVD coefficients of encoder weights (see :class:`medsam_ft.networks.parser.SAMParser`)."""
+    return SAMParser(backbone, num_classes, config, **options)

@@ -1,0 +1,74 @@
+"""SAM-PARSER: reconstruction at initialisation, merge, trainable counts, what trains; the focal term."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import medsam_ft
+from medsam_ft.losses import SegmentationLoss
+from medsam_ft.networks import SemanticSAM
+from medsam_ft.networks.parser import SVDWeight
+
+
+def _pair(backbone, **options):
+    torch.manual_seed(0)
+    base = medsam_ft.build_network("decoder_only", backbone=backbone, num_classes=3, image_size=64).eval()
+    torch.manual_seed(0)  # the same random vit_tiny weights for both
+    parser = medsam_ft.build_network("parser", backbone=backbone, num_classes=3, image_size=64, **options).eval()
+    return base, parser
+
+
+@pytest.mark.parametrize("backbone,layers", [("vit_tiny", "conv"), ("vit_tiny", "all"), ("lite_medsam", "conv")])
+def test_untrained_parser_equals_the_base_network(backbone, layers):
+    base, parser = _pair(backbone, layers=layers)
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (parser(image) - base(image)).abs().max() < 1e-4
+
+
+def test_merge_folds_the_coefficients_into_plain_weights():
+    _, parser = _pair("vit_tiny", layers="all")
+    with torch.no_grad():
+        for layer in parser.svd_layers:
+            layer.coefficients.mul_(torch.linspace(0.5, 1.5, layer.coefficients.numel()))
+    merged = parser.merge()
+    assert type(merged) is SemanticSAM and not any(isinstance(m, SVDWeight) for m in merged.modules())
+    assert "image_encoder.neck.0.weight" in merged.state_dict() and not any("coefficients" in k for k in merged.state_dict())
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(image), parser(image))
+
+
+def test_only_coefficients_and_decoder_train():
+    _, parser = _pair("vit_tiny")
+    parser.train()
+    parser(torch.rand(2, 3, 64, 64)).logsumexp(1).mean().backward()
+    for layer in parser.svd_layers:
+        assert layer.coefficients.grad is not None and layer.u.grad is None
+        assert layer.layer.bias is None or not layer.layer.bias.requires_grad
+    assert all(p.grad is None for n, p in parser.image_encoder.named_parameters() if "coefficients" not in n)
+    state = parser.trainable_state_dict()
+    assert {k for k in state if k.startswith("image_encoder.")} == {"image_encoder.neck.0.coefficients",
+                                                                     "image_encoder.neck.2.coefficients"}
+
+
+def test_vit_b_conv_layers_add_512_coefficients():
+    decoder_only = medsam_ft.build_network("decoder_only", backbone="vit_b", num_classes=9, image_size=64)
+    parser = medsam_ft.build_network("parser", backbone="vit_b", num_classes=9, image_size=64)
+    assert parser.num_parameters(trainable_only=True) - decoder_only.num_parameters(trainable_only=True) == 512
+    half = medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=3, image_size=64, rank_ratio=0.5)
+    assert [layer.coefficients.numel() for layer in half.svd_layers] == [16, 16]  # 32 -> 16 per neck conv
+    with pytest.raises(ValueError, match="unknown SAM-PARSER layers"):
+        medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=3, image_size=64, layers="attention")
+
+
+def test_focal_term():
+    torch.manual_seed(0)
+    logits, label = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 1, 4, 4))
+    ce = F.cross_entropy(logits, label[:, 0], reduction="none")
+    expected = ((1 - torch.exp(-ce)) ** 2 * ce).mean()
+    focal_only = SegmentationLoss(ce_weight=0.0, dice_weight=0.0, focal_weight=1.0)
+    torch.testing.assert_close(focal_only(logits, label), expected)
+    mixed = SegmentationLoss(ce_weight=0.75, dice_weight=1.0, focal_weight=0.25)  # SAM-PARSER, lambda 0.25
+    dice_only = SegmentationLoss(ce_weight=0.0, dice_weight=1.0)
+    torch.testing.assert_close(mixed(logits, label), 0.75 * ce.mean() + 0.25 * expected + dice_only(logits, label))
