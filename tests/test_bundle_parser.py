@@ -1,0 +1,22 @@
+"""The parser_synapse bundle (prompt-free mode) end to end on the phantoms."""
+
+from pathlib import Path
+
+from medsam_ft.engine import load_checkpoint
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "parser_synapse"
+
+
+def test_parser_synapse_trains_only_coefficients_and_decoder(synapse_dataset, tmp_path, run_bundle):
+    out = tmp_path / "run"
+    log = run_bundle(BUNDLE / "train.json", "--dataset_dir", str(synapse_dataset), "--output_dir", str(out),
+                     "--image_size", "32", "--batch_size", "4", "--lr", "0.001", "--focal_lambda", "0.25",
+                     "--max_epochs", "1", "--keep_empty_slices", "0.0", "--num_workers", "0", "--progress", "False",
+                     "--slice_batch_size", "64")
+    assert "SAM-PARSER: 512 coefficients in 2 conv layers" in log and "epoch 1/1: mean loss" in log
+    net, checkpoint = load_checkpoint(out / "best.pt")
+    encoder_keys = {k for k in checkpoint["state"] if k.startswith("image_encoder.")}
+    assert encoder_keys == {"image_encoder.neck.0.coefficients", "image_encoder.neck.2.coefficients"}
+    run_bundle(BUNDLE / "evaluate.json", "--dataset_dir", str(synapse_dataset), "--checkpoint", str(out / "best.pt"),
+               "--output_dir", str(tmp_path / "eval"), "--slice_batch_size", "64")
+    assert (tmp_path / "eval" / "metrics_transunet.csv").is_file()
