@@ -212,12 +212,15 @@ class SlicePredictor(nn.Module):
         super().__init__()
         self.network, self.resize_to = network, resize_to
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """``boxes`` float[B, 4] (box-prompted networks) in the image's pixels."""
         size = tuple(image.shape[-2:])
         image = three_channels(image)
         if self.resize_to is not None:
             image = F.interpolate(image, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
-        logits = self.network(image)
+            if boxes is not None:
+                boxes = boxes * boxes.new_tensor([self.resize_to / size[1], self.resize_to / size[0]] * 2)
+        logits = self.network(image) if boxes is None else self.network(image, boxes)
         if tuple(logits.shape[-2:]) != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits

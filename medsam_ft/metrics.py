@@ -330,3 +330,42 @@ class ImageMetrics:
                         ["image", *(f"{c}_dice" for c in foreground), *(f"{c}_iou" for c in foreground)],
                         [[name, *(float(v) for v in s["f1"][1:]), *(float(v) for v in s["iou"][1:])]
                          for name, s in self.images.items()])
+
+
+class BoxDice:
+    """Ignite handler: Dice of each box-prompted prediction, averaged per object class (SAM-PARSER's DSC).
+
+    Reads ``pred`` ([2, H, W] scores or [1, H, W] ids) and ``label`` [1, H, W] (1 inside) from
+    ``engine.state.output`` and the class id from ``engine.state.batch`` ``organ``. Logs the table,
+    writes ``{output_dir}/metrics_boxes.csv`` (class, boxes, mean Dice; then the mean over classes),
+    sets ``engine.state.metrics["mean_box_dice"]``.
+    """
+
+    def __init__(self, class_names: Sequence[str], output_dir: str | os.PathLike | None = None,
+                 ignore_index: int = IGNORE_INDEX):
+        self.class_names = list(class_names)
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.ignore_index = ignore_index
+        self.scores: dict[int, list[float]] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.scores.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.complete)
+
+    def update(self, engine: Engine) -> None:
+        for item, sample in zip(engine.state.output, engine.state.batch):
+            matrix = confusion_matrix(class_ids(item["pred"]), class_ids(item["label"]), 2, self.ignore_index)
+            self.scores.setdefault(int(sample["organ"]), []).append(float(class_scores(matrix)["f1"][1]))
+
+    def complete(self, engine: Engine) -> None:
+        rows = [[self.class_names[c], len(v), float(np.nanmean(v))] for c, v in sorted(self.scores.items())]
+        if not rows:
+            return
+        mean = float(np.mean([r[2] for r in rows]))
+        engine.state.metrics["mean_box_dice"] = mean
+        logger.info("\n%s", format_table({r[0]: [float(r[1]), r[2]] for r in rows}, ["boxes", "dice"],
+                                          f"Dice per box, by class - mean {mean:.4f}", first="class", row_means=False))
+        if self.output_dir is not None:
+            _write_rows(self.output_dir / "metrics_boxes.csv", ["class", "boxes", "mean_dice"],
+                        rows + [["mean", sum(r[1] for r in rows), mean]])

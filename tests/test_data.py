@@ -240,7 +240,7 @@ def test_transunet_layout_round_trip(phantom_dir, tmp_path):
 
 
 def test_open_dataset_in_both_layouts(phantom_dir, tmp_path):
-    from medsam_ft.data import open_dataset, training_dataset, evaluation_dataset
+    from medsam_ft.data import open_dataset, slice_dataset, evaluation_dataset
 
     datalist_path = tmp_path / "raw" / "datalist.json"
     (tmp_path / "raw").mkdir()
@@ -251,14 +251,14 @@ def test_open_dataset_in_both_layouts(phantom_dir, tmp_path):
     nifti = open_dataset(tmp_path / "raw")
     assert nifti.layout == "nifti" and nifti.class_names == list(SYNAPSE_CLASS_NAMES)
     assert [len(nifti.splits[s]) for s in ("training", "validation", "test")] == [1, 1, 4]
-    sample = training_dataset(nifti, 32, augment="none")[0]
+    sample = slice_dataset(nifti, 32, augment="none")[0]
     assert sample["image"].shape == (3, 32, 32)
 
     transunet = open_dataset(tmp_path / "tu", val_cases=1, seed=0)
     assert transunet.layout == "transunet" and transunet.class_names == nifti.class_names
     val_case = transunet.splits["validation"][0]["case"]
     assert val_case in (5, 6) and all(s["case"] != val_case for s in transunet.splits["training"])
-    sample = training_dataset(transunet, 32, augment="samed")[0]
+    sample = slice_dataset(transunet, 32, augment="samed")[0]
     assert sample["image"].shape == (3, 32, 32) and sample["label"].dtype == torch.long
     stacked = evaluation_dataset(transunet, "validation")[0]
     raw_item = next(i for i in nifti.splits["training"] + nifti.splits["validation"] if i["case"] == val_case)

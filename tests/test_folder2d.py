@@ -16,7 +16,7 @@ from medsam_ft.data import (
     open_dataset,
     read_image,
     read_mask,
-    training_dataset,
+    slice_dataset,
 )
 from medsam_ft.data.folder2d import check_sizes, pair_files, read_palette
 from medsam_ft.io import InputError
@@ -174,7 +174,7 @@ def test_datalist_cli_binary_jpeg_split_folders_and_unstack(tmp_path):
     spec = open_dataset(tmp_path / "kvasir")
     assert spec.layout == "folder2d" and spec.mask_format.mode == "binary" and spec.class_names == ["background", "polyp"]
     assert len(spec.splits["training"]) == 4 and len(spec.splits["validation"]) == 2
-    sample = training_dataset(spec, image_size=32, augment="flip_rotate")[0]
+    sample = slice_dataset(spec, image_size=32, augment="flip_rotate")[0]
     assert sample["image"].shape == (3, 32, 32) and sample["label"].shape == (1, 32, 32)
     assert set(sample["label"].unique().tolist()) <= {0, 1}
     check_num_classes(spec, 2)
@@ -218,11 +218,11 @@ def test_random_crops_pad_small_images_and_keep_ignore(tmp_path):
     folder2d_main(["--root", str(tmp_path), "--mask-mode", "ids", "--num-classes", "2", "--ignore-value", "255",
                    "--val-fraction", "0"])
     spec = open_dataset(tmp_path)
-    sample = training_dataset(spec, image_size=16, augment="none", crop_size=40)[0]
+    sample = slice_dataset(spec, image_size=16, augment="none", crop_size=40)[0]
     assert sample["image"].shape == (3, 16, 16)
     # padding is background (0), the image's own pixels keep the ignore value through crop and resize
     assert set(sample["label"].unique().tolist()) == {0, IGNORE_INDEX}
     # GSAM: the image resized to 64 first, then a 16 px crop of it is the sample, not resized again
-    gsam_sample = training_dataset(spec, image_size=64, augment="none", crop_size=16, crop_after_resize=True)[0]
+    gsam_sample = slice_dataset(spec, image_size=64, augment="none", crop_size=16, crop_after_resize=True)[0]
     assert gsam_sample["image"].shape == (3, 16, 16) and gsam_sample["label"].shape == (1, 16, 16)
     assert gsam_sample["label"].unique().tolist() == [IGNORE_INDEX]  # 64 x 64 resize of 20 x 30: no padding left

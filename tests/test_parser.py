@@ -1,10 +1,14 @@
-"""SAM-PARSER: reconstruction at initialisation, merge, trainable counts, what trains; the focal term."""
+"""SAM-PARSER: reconstruction at initialisation, merge, trainable counts, what trains, the focal term,
+box prompts (jitter bounds, the data path, the box-prompted forward)."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import medsam_ft
+from medsam_ft.data import BoxPromptDataset, grow_box, mask_box
+from medsam_ft.engine import SlicePredictor
 from medsam_ft.losses import SegmentationLoss
 from medsam_ft.networks import SemanticSAM
 from medsam_ft.networks.parser import SVDWeight
@@ -72,3 +76,39 @@ def test_focal_term():
     mixed = SegmentationLoss(ce_weight=0.75, dice_weight=1.0, focal_weight=0.25)  # SAM-PARSER, lambda 0.25
     dice_only = SegmentationLoss(ce_weight=0.0, dice_weight=1.0)
     torch.testing.assert_close(mixed(logits, label), 0.75 * ce.mean() + 0.25 * expected + dice_only(logits, label))
+
+
+def test_box_jitter_bounds_and_the_box_prompt_data_path():
+    mask = torch.zeros(40, 50, dtype=torch.bool)
+    mask[10:20, 30:35] = True
+    tight = mask_box(mask)
+    assert tight.tolist() == [30.0, 10.0, 34.0, 19.0]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        box = grow_box(tight, rng.integers(0, 21, size=4), 40, 50)
+        assert 10.0 <= box[0] <= 30.0 and 0.0 <= box[1] <= 10.0 and 34.0 <= box[2] <= 49.0 and 19.0 <= box[3] <= 39.0
+    label = torch.zeros(1, 40, 50, dtype=torch.long)
+    label[0, 10:20, 30:35] = 3
+    label[0, 25:30, 5:10] = 1
+    label[0, 0, 0] = 255
+    samples = [{"image": torch.rand(3, 40, 50), "label": label}, {"image": torch.rand(3, 40, 50), "label": label * 0}]
+    fixed = BoxPromptDataset(samples, fixed=True, eval_jitter=2)
+    assert [fixed[k]["organ"] for k in range(len(fixed))] == [1, 3]  # one item per class present; empty samples none
+    item = fixed[1]
+    assert item["box"].tolist() == [28.0, 8.0, 36.0, 21.0]
+    assert item["label"].sum() == 50 + 255 and item["label"][0, 0, 0] == 255  # 1 inside class 3 only; ignore kept
+    random_boxes = BoxPromptDataset(samples, max_jitter=20, seed=1)
+    assert len({tuple(random_boxes[1]["box"].tolist()) for _ in range(10)}) > 1
+
+
+def test_box_prompted_forward():
+    torch.manual_seed(0)
+    net = medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=2, image_size=64).eval()
+    boxes = torch.tensor([[4.0, 8.0, 40.0, 60.0], [0.0, 0.0, 79.0, 63.0]])
+    with torch.no_grad():
+        logits = net(torch.rand(2, 3, 64, 80), boxes)
+        upsampled = SlicePredictor(net)(torch.rand(2, 3, 64, 80), boxes)
+    assert logits.shape == (2, 2, 16, 20) and upsampled.shape == (2, 2, 64, 80)
+    semantic = medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=3, image_size=64)
+    with pytest.raises(ValueError, match="box prompts need a 2-class network"):
+        semantic(torch.rand(1, 3, 64, 64), boxes[:1])

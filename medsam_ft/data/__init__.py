@@ -7,8 +7,9 @@ from .datasets import (
     check_num_classes,
     evaluation_dataset,
     open_dataset,
-    training_dataset,
+    slice_dataset,
 )
+from .boxes import BoxPromptDataset, grow_box, mask_box
 from .datalist import read_datalist, write_datalist
 from .folder2d import LoadImage2Dd, MaskFormat, read_image, read_mask
 from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
@@ -24,12 +25,15 @@ from .synapse import (
 from .transunet import read_h5_volume, read_npz_slice, write_h5_volume, write_npz_slice
 
 __all__ = [
+    "BoxPromptDataset",
+    "grow_box",
+    "mask_box",
     "CheckedDataset",
     "check_class_names",
     "check_num_classes",
     "DatasetSpec",
     "open_dataset",
-    "training_dataset",
+    "slice_dataset",
     "evaluation_dataset",
     "LoadImage2Dd",
     "LoadTransUNetd",

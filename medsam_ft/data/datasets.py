@@ -137,9 +137,10 @@ def _stack_npz_case(item: Mapping[str, Any]) -> dict[str, Any]:
     return {key: torch.stack([s[key] for s in loaded], dim=-1) for key in ("image", "label")} | {"case": item["case"]}
 
 
-def training_dataset(spec: DatasetSpec, image_size: int | None, augment: str = "samed", keep_empty: float = 1.0,
-                     seed: int = 0, crop_size: int | None = None, crop_after_resize: bool = False) -> torch.utils.data.Dataset:
-    """2D training samples (image float[3, S, S], label long[1, S, S]): every training slice or image.
+def slice_dataset(spec: DatasetSpec, image_size: int | None, augment: str = "samed", keep_empty: float = 1.0,
+                  seed: int = 0, crop_size: int | None = None, crop_after_resize: bool = False,
+                  split: str = "training") -> torch.utils.data.Dataset:
+    """2D samples (image float[3, S, S], label long[1, S, S]) of a split: every slice of its volumes, or every image.
 
     ``keep_empty`` < 1 keeps only that fraction (drawn with ``seed``) of the volume slices without any
     organ. ``augment``: see :func:`medsam_ft.transforms.augmentation`. ``crop_size``,
@@ -147,11 +148,15 @@ def training_dataset(spec: DatasetSpec, image_size: int | None, augment: str = "
     :func:`medsam_ft.transforms.slice_transforms`).
     """
     transform = slice_transforms(image_size, augment, crop_size, crop_after_resize)
+    items = spec.splits[split]
     if spec.layout == "folder2d":
-        return CheckedDataset(spec.splits["training"], Compose([spec.load_transform(), transform]))
-    if spec.layout == "transunet":
-        return CheckedDataset(spec.splits["training"], Compose([LoadTransUNetd(), transform]))
-    volumes = load_volumes(spec.splits["training"], spec.load_transform())
+        return CheckedDataset(items, Compose([spec.load_transform(), transform]))
+    if spec.layout == "transunet" and split == "training":
+        return CheckedDataset(items, Compose([LoadTransUNetd(), transform]))
+    if spec.layout == "transunet" and split == "validation":
+        volumes = [_stack_npz_case(item) for item in items]
+    else:
+        volumes = load_volumes(items, spec.load_transform())
     return VolumeSliceDataset(volumes, transform, keep_empty=keep_empty, seed=seed)
 
 

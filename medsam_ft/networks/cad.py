@@ -109,7 +109,5 @@ class CAD(SemanticSAM):
     def decode(self, embeddings: torch.Tensor, sparse: torch.Tensor | None = None) -> torch.Tensor:
         if self.prompt == "whole_image_box" and sparse is None:
             box = torch.tensor([[0.0, 0.0, self.image_size - 1.0, self.image_size - 1.0]], device=embeddings.device)
-            with torch.no_grad():
-                tokens, _ = self.prompt_encoder(points=None, boxes=box, masks=None)
-            sparse = tokens.expand(embeddings.shape[0], -1, -1)
+            sparse = self.box_tokens(box).expand(embeddings.shape[0], -1, -1)
         return super().decode(embeddings, sparse)

@@ -286,9 +286,11 @@ class GSAM(SemanticSAM):
         """float[B, D, h, w]: generated from the image embedding (depth-wise 3x3 conv), for any grid."""
         return self.decoder_pe(embeddings)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s]; H, W padded to the encoder's
-        stride internally, the logits cropped back."""
+        stride internally, the logits cropped back. GSAM is prompt-free: ``boxes`` are refused."""
+        if boxes is not None:
+            raise ValueError("GSAM is prompt-free (semantic segmentation); it takes no box prompts")
         height, width = image.shape[-2:]
         multiple = self.size_multiple
         image = self.normalise(image)

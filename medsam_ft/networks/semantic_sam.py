@@ -221,10 +221,26 @@ class SemanticSAM(nn.Module):
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, dim, 1, 1).expand(batch, -1, height, width)
         return self.mask_decoder(embeddings, self.positional_encoding(embeddings), sparse, dense)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s]."""
+    def box_tokens(self, boxes: torch.Tensor) -> torch.Tensor:
+        """float[B, 4] boxes (x0, y0, x1, y1) in the backbone's S x S input frame -> the prompt
+        encoder's sparse tokens float[B, 2, D] (the prompt encoder is frozen, as in SAM fine-tuning)."""
+        tokens, _ = self.prompt_encoder(points=None, boxes=boxes, masks=None)
+        return tokens
+
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s].
+
+        Box-prompted mode (``boxes`` float[B, 4], x0, y0, x1, y1 in the image's pixels; a network
+        with C = 2): the logits are background / inside the box's object, one binary mask per box.
+        """
         height, width = image.shape[-2:]
-        logits = self.decode(self.image_embeddings(image))
+        sparse = None
+        if boxes is not None:
+            if self.num_classes != 2:
+                raise ValueError(f"box prompts need a 2-class network (background, object), this one has {self.num_classes}")
+            scale = boxes.new_tensor([width, height, width, height])
+            sparse = self.box_tokens(boxes.float() * self.image_size / scale)
+        logits = self.decode(self.image_embeddings(image), sparse)
         out_size = (height // self.output_stride, width // self.output_stride)
         if tuple(logits.shape[-2:]) != out_size:
             logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
