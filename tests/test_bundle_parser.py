@@ -25,8 +25,8 @@ def test_parser_synapse_trains_only_coefficients_and_decoder(synapse_dataset, tm
 def test_parser_synapse_box_prompted_variant(synapse_dataset, tmp_path, run_bundle):
     out = tmp_path / "run"
     configs = f"['{BUNDLE / 'train.json'}','{BUNDLE / 'box_prompt.json'}']"
-    log = run_bundle(configs, "--dataset_dir", str(synapse_dataset), "--output_dir", str(out), "--image_size", "64",
-                     "--batch_size", "8", "--lr", "0.001", "--max_epochs", "1", "--num_workers", "0",
+    log = run_bundle(configs, "--dataset_dir", str(synapse_dataset), "--output_dir", str(out), "--image_size", "32",
+                     "--batch_size", "16", "--lr", "0.001", "--max_epochs", "1", "--num_workers", "0",
                      "--progress", "False", "--slice_batch_size", "64")
     assert "epoch 1/1: mean loss" in log and "val_mean_dice" in log
     net, checkpoint = load_checkpoint(out / "best.pt")
