@@ -103,14 +103,6 @@ class SAMParser(SemanticSAM):
                            [layer.coefficients for layer in self.svd_layers])
 
     def merge(self) -> SemanticSAM:
-        """A copy with every coefficient vector folded into a plain weight: SAM's own modules, no overhead."""
-        merged = copy.deepcopy(self)
-        del merged.svd_layers
-        merged.__class__ = SemanticSAM
-        for parent in merged.modules():
-            for name, child in list(parent.named_children()):
-                if isinstance(child, SVDWeight):
-                    setattr(parent, name, child.merged())
-        merged.config = {**self.config, "merged_from": self.config.get("method", "parser")}
-        merged.set_trainable([merged.mask_decoder, merged.prompt_encoder.no_mask_embed])
-        return merged
+        """A copy with every coefficient vector folded into a plain weight: SAM's own modules, no
+        overhead (see :meth:`SemanticSAM.merged_copy`)."""
+        return self.merged_copy(SVDWeight, "svd_layers")

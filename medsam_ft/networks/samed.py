@@ -87,18 +87,6 @@ class SAMed(SemanticSAM):
         return layer
 
     def merge(self) -> SemanticSAM:
-        """A copy with every LoRA update folded into its qkv weight: plain SAM modules, no overhead.
-
-        The copy is a :class:`SemanticSAM` whose state dict has SAM's own keys; it trains the
-        decoder and no-prompt embedding like ``decoder_only``.
-        """
-        merged = copy.deepcopy(self)
-        del merged.lora_layers
-        merged.__class__ = SemanticSAM
-        for parent in merged.modules():
-            for name, child in list(parent.named_children()):
-                if isinstance(child, LoRAQKV):
-                    setattr(parent, name, child.merged())
-        merged.config = {**self.config, "merged_from": self.config.get("method", "samed")}
-        merged.set_trainable([merged.mask_decoder, merged.prompt_encoder.no_mask_embed])
-        return merged
+        """A copy with every LoRA update folded into its qkv weight: plain SAM modules, no overhead
+        (see :meth:`SemanticSAM.merged_copy`)."""
+        return self.merged_copy(LoRAQKV, "lora_layers")

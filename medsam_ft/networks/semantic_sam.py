@@ -164,6 +164,22 @@ class SemanticSAM(nn.Module):
             )
         self.load_state_dict(dict(state), strict=False)
 
+    def merged_copy(self, wrapper: type[nn.Module], layer_list: str) -> SemanticSAM:
+        """A copy in which every ``wrapper`` module (LoRA, SVD coefficients) is replaced by its
+        ``merged()`` plain layer: a :class:`SemanticSAM` with SAM's own weight keys and no overhead,
+        training the decoder and no-prompt embedding like ``decoder_only``. ``layer_list``: the
+        attribute listing the wrappers, dropped from the copy."""
+        merged = copy.deepcopy(self)
+        vars(merged).pop(layer_list, None)
+        merged.__class__ = SemanticSAM
+        for parent in merged.modules():
+            for name, child in list(parent.named_children()):
+                if isinstance(child, wrapper):
+                    setattr(parent, name, child.merged())
+        merged.config = {**self.config, "merged_from": self.config.get("method")}
+        merged.set_trainable([merged.mask_decoder, merged.prompt_encoder.no_mask_embed])
+        return merged
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
