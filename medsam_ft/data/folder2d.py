@@ -201,12 +201,16 @@ def header_size(path: str | os.PathLike) -> tuple[int, int]:
         raise InputError(path, f"not a readable image file ({type(err).__name__}: {err})") from None
 
 
-def check_sizes(image: str | os.PathLike, mask: str | os.PathLike) -> None:
-    """An image and its mask must have the same height and width."""
-    image_hw, mask_hw = header_size(image), header_size(mask)
-    if image_hw != mask_hw:
+def _require_same_size(image: str | os.PathLike, image_hw: Sequence[int], mask: str | os.PathLike,
+                       mask_hw: Sequence[int]) -> None:
+    if tuple(image_hw) != tuple(mask_hw):
         raise InputError(mask, f"mask size {mask_hw[1]}x{mask_hw[0]} differs from its image's "
                                f"{image_hw[1]}x{image_hw[0]} ({image})")
+
+
+def check_sizes(image: str | os.PathLike, mask: str | os.PathLike) -> None:
+    """An image and its mask must have the same height and width (read from the file headers)."""
+    _require_same_size(image, header_size(image), mask, header_size(mask))
 
 
 def pair_files(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, mask_suffix: str = "") -> list[dict[str, str]]:
@@ -341,9 +345,7 @@ class LoadImage2Dd(MapTransform):
         if self.label_key in d and self.mask_format is not None:
             label_path = str(d[self.label_key])
             label = read_mask(label_path, self.mask_format)
-            if label.shape[1:] != image.shape[1:]:
-                raise InputError(label_path, f"mask size {label.shape[2]}x{label.shape[1]} differs from its "
-                                             f"image's {image.shape[2]}x{image.shape[1]} ({image_path})")
+            _require_same_size(image_path, image.shape[1:], label_path, label.shape[1:])
             d[self.label_key] = MetaTensor(torch.from_numpy(label), meta={"filename_or_obj": label_path,
                                                                           "spatial_shape": label.shape[1:]})
         return d
