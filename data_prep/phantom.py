@@ -5,6 +5,9 @@
     DIR/img/img0001.nii.gz    int16 HU, shape (X, Y, Z), anisotropic spacing, non-identity affine
     DIR/label/label0001.nii.gz  uint8 raw Synapse ids (1 spleen ... 13 left adrenal)
 
+With ``--dicom`` every image is also written as a CT DICOM series, ``DIR/dicom/imgNNNN/NNNN.dcm``
+(one file per slice, CT Image Storage, int16 HU), for trying DICOM input and DICOM SEG output.
+
 Case ids follow Synapse (1-10, 21-40) so the TransUNet split applies. Each case is a body
 (fat, muscle, spine) holding randomly placed, smoothly deformed organs with realistic and
 partly overlapping HU values (liver, spleen and pancreas differ by a few HU, so a model must
@@ -15,12 +18,19 @@ use position and shape), low-frequency texture and noise. A case depends only on
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from medsam_ft.io import write_nifti
+import medsam_ft
+from medsam_ft.io import atomic_path, write_nifti
+from medsam_ft.scans import LPS_TO_RAS
 
 SYNAPSE_CASE_IDS: tuple[int, ...] = tuple(range(1, 11)) + tuple(range(21, 41))
 
@@ -86,8 +96,9 @@ def make_case(case_id: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
     spacing_xy = float(rng.uniform(0.7, 0.9))
     spacing_z = float(rng.choice([2.5, 3.0, 4.0, 5.0]))
 
-    # Array axis 0 runs to the patient's right, axis 1 to posterior, axis 2 to superior.
-    i = np.linspace(1.0, -1.0, size, dtype=np.float32)[:, None, None]  # u: +1 = patient left
+    # Array axis 0 runs to the patient's left, axis 1 to posterior, axis 2 to superior (the affine's axis
+    # codes L, P, S), so the liver lies on the patient's right in any viewer.
+    i = np.linspace(-1.0, 1.0, size, dtype=np.float32)[:, None, None]  # u: +1 = patient left
     j = np.linspace(-1.0, 1.0, size, dtype=np.float32)[None, :, None]  # v: +1 = posterior
     k = np.linspace(0.0, 1.0, n_slices, dtype=np.float32)[None, None, :]
     grid = (i, j, k)
@@ -149,8 +160,51 @@ def make_case(case_id: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
     return image.round().astype(np.int16), label, affine
 
 
-def generate(out_dir: Path, cases: int = 30, seed: int = 0) -> list[int]:
-    """Write ``cases`` phantom cases (ids in Synapse order) under ``out_dir``; returns the ids."""
+def write_dicom_series(folder: str | os.PathLike, image: np.ndarray, affine: np.ndarray, patient_id: str,
+                       series_description: str = "phantom CT", study_uid: str | None = None,
+                       series_number: int = 1) -> str:
+    """Write image int16[X, Y, Z] (HU) with ``affine`` (voxel -> RAS mm) as a CT series of single-frame
+    files ``folder/NNNN.dcm``, slice k in file k. Returns the SeriesInstanceUID. Column i and row j of a
+    frame are voxel axes 0 and 1; the slice normal is their cross product (keep axis 2 along it so DICOM
+    readers sort the files in k order)."""
+    folder = Path(folder)
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    along_row, along_column = lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]
+    study_uid, series_uid, frame_uid = study_uid or generate_uid(), generate_uid(), generate_uid()
+    today = datetime.date.today().strftime("%Y%m%d")
+    for k in range(image.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"Phantom^{patient_id}", patient_id, "", "O"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = today
+        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+        ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
+        ds.Modality, ds.Manufacturer, ds.SeriesDescription = "CT", f"medsam_ft {medsam_ft.__version__} phantom", series_description
+        ds.SeriesNumber, ds.InstanceNumber, ds.PositionReferenceIndicator = series_number, k + 1, ""
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImageOrientationPatient = [float(v) for v in np.concatenate([along_row, along_column])]
+        ds.ImagePositionPatient = [float(v) for v in lps[:3, :3] @ np.array([0.0, 0.0, k]) + lps[:3, 3]]
+        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # between rows, between columns
+        ds.SliceThickness = float(spacing[2])
+        ds.Rows, ds.Columns = image.shape[1], image.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
+        ds.PixelData = np.ascontiguousarray(image[:, :, k].T.astype(np.int16)).tobytes()  # [rows j, columns i]
+        with atomic_path(folder / f"{k:04d}.dcm") as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+    return series_uid
+
+
+def generate(out_dir: Path, cases: int = 30, seed: int = 0, dicom: bool = False) -> list[int]:
+    """Write ``cases`` phantom cases (ids in Synapse order) under ``out_dir`` (also as DICOM series
+    with ``dicom``); returns the ids."""
     if not 1 <= cases <= len(SYNAPSE_CASE_IDS):
         raise ValueError(f"--cases must be between 1 and {len(SYNAPSE_CASE_IDS)}, got {cases}")
     ids = list(SYNAPSE_CASE_IDS[:cases])
@@ -158,6 +212,8 @@ def generate(out_dir: Path, cases: int = 30, seed: int = 0) -> list[int]:
         image, label, affine = make_case(case_id, seed)
         write_nifti(out_dir / "img" / f"img{case_id:04d}.nii.gz", image, affine)
         write_nifti(out_dir / "label" / f"label{case_id:04d}.nii.gz", label, affine)
+        if dicom:
+            write_dicom_series(out_dir / "dicom" / f"img{case_id:04d}", image, affine, patient_id=f"{case_id:04d}")
     return ids
 
 
@@ -166,8 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (img/ and label/ are created)")
     parser.add_argument("--cases", type=int, default=30, help="number of cases, 1-30 (Synapse ids 1-10, 21-40)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dicom", action="store_true", help="also write each image as a DICOM series (dicom/imgNNNN/)")
     args = parser.parse_args(argv)
-    ids = generate(args.out, args.cases, args.seed)
+    ids = generate(args.out, args.cases, args.seed, args.dicom)
     print(f"wrote {len(ids)} phantom cases to {args.out}")
 
 

@@ -1,13 +1,25 @@
-"""``medsam-ft``: command-line entry point (``medsam-ft info``)."""
+"""``medsam-ft``: command-line entry point (``medsam-ft info``, ``medsam-ft predict``)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import platform
+import sys
 
 import torch
 
 import medsam_ft
+from medsam_ft.io import InputError
+from medsam_ft.predict import OutputOptions, VolumePredictor, predict_scans
+from medsam_ft.scans import find_scans
+
+PREDICT_HELP = """Predict CT scans with a trained checkpoint. INPUT: a NIfTI file (.nii, .nii.gz), a TransUNet
+.npy.h5 volume, a folder of those (batch), or a folder holding a DICOM series (--series UID when it holds
+several). Per scan OUTPUT gets NAME_seg.nii.gz (uint8 class ids in the scan's own shape and geometry) and
+NAME_seg.json (class names, organ volumes in mL, checkpoint and versions), plus what the flags ask for.
+Outputs that exist are refused unless --overwrite; scans this checkpoint already finished are skipped, so an
+interrupted batch resumes. Exit status 0: all written or skipped; 1: an input was refused (message on stderr)."""
 
 
 def info() -> str:
@@ -23,14 +35,50 @@ def info() -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def predict(args: argparse.Namespace) -> int:
+    """Run ``medsam-ft predict``; returns the exit status."""
+    sources = find_scans(args.input, args.series)
+    predictor = VolumePredictor.from_checkpoint(args.checkpoint, args.sam_checkpoint, args.device, args.slice_batch_size)
+    options = OutputOptions(slicer=args.slicer, dicom_seg=args.dicom_seg, overlay=args.overlay)
+    report = predict_scans(predictor, sources, args.output, options, overwrite=args.overwrite,
+                           progress=not args.quiet)
+    print(f"{len(report.written)} written, {len(report.skipped)} skipped (already done), "
+          f"{len(report.failed)} failed: {args.output}")
+    for name, problem in report.failed.items():
+        print(f"failed: {problem}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medsam-ft", description=medsam_ft.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="versions, device, available backbones and methods")
+    p = commands.add_parser("predict", help="predict CT scans (NIfTI, DICOM) into label volumes",
+                            description=PREDICT_HELP)
+    p.add_argument("--checkpoint", required=True, help="a trained checkpoint (best.pt of a volume bundle)")
+    p.add_argument("--input", required=True, help="NIfTI / .npy.h5 file, folder of them, or DICOM series folder")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--series", help="SeriesInstanceUID to predict when the DICOM folder holds several series")
+    p.add_argument("--slicer", action="store_true", help="also NAME_seg.seg.nrrd (3D Slicer segmentation) + NAME_seg.ctbl")
+    p.add_argument("--dicom-seg", action="store_true", help="also NAME_seg.dcm, a DICOM SEG of the source series")
+    p.add_argument("--overlay", action="store_true", help="also NAME_overlay.png, slices with the prediction outlined")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+    p.add_argument("--slice-batch-size", type=int, default=32, help="slices per forward pass (bounds device memory)")
+    p.add_argument("--sam-checkpoint", help="where the SAM ViT weights the model was trained on are now (ViT backbones)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (and redo finished scans)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("medsam_ft").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        return predict(args)
+    except (InputError, ValueError) as err:  # bad input, or a device that is not there
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -57,23 +57,28 @@ class TrainableCheckpoint:
     """The state a checkpoint holds: the network's trainable tensors and what rebuilds it.
 
     ``state_dict()`` -> ``{"format", "config", "state", "backbone_sha256", "class_names", "hu_window",
-    "sliding_window", "resize_to", "class_colors", "medsam_ft_version"}``; ``load_state_dict()``
+    "sliding_window", "resize_to", "class_colors", "prompt", "medsam_ft_version"}``; ``load_state_dict()``
     checks the format and the config before loading. Ignite/MONAI checkpoint handlers take it like
     any module. ``hu_window``: CT intensity window (volumes); ``sliding_window``: the crop size 2D
     images were trained at, so inference predicts windows of that size (None: whole images);
     ``resize_to``: the size whole images were resized to before training crops were cut from them
     (networks of any input size, GSAM), so inference resizes alike (see :class:`SlicePredictor`);
-    ``class_colors``: [r, g, b] per class for overlays (a data set's palette).
+    ``class_colors``: [r, g, b] per class for overlays (a data set's palette); ``prompt``: ``"none"``
+    (class masks of whole images) or ``"box"`` (trained box-prompted: predicts only with boxes).
     """
 
     def __init__(self, network: SemanticSAM, class_names: Sequence[str] | None = None,
                  hu_window: Sequence[float] | None = None, sliding_window: int | None = None,
-                 resize_to: int | None = None, class_colors: Sequence[Sequence[int]] | None = None):
+                 resize_to: int | None = None, class_colors: Sequence[Sequence[int]] | None = None,
+                 prompt: str = "none"):
+        if prompt not in ("none", "box"):
+            raise ValueError(f"prompt must be 'none' or 'box', got {prompt!r}")
         self.network = network
         self.class_names = list(class_names) if class_names is not None else None
         self.hu_window = list(hu_window) if hu_window is not None else None
         self.sliding_window, self.resize_to = sliding_window, resize_to
         self.class_colors = [list(c) for c in class_colors] if class_colors is not None else None
+        self.prompt = prompt
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +91,7 @@ class TrainableCheckpoint:
             "sliding_window": self.sliding_window,
             "resize_to": self.resize_to,
             "class_colors": self.class_colors,
+            "prompt": self.prompt,
             "medsam_ft_version": medsam_ft.__version__,
         }
 

@@ -1,4 +1,5 @@
-"""Writing predictions: label NIfTI volumes in the patient's own geometry, 2D label PNGs with overlays."""
+"""Writing predictions: 3D Slicer segmentations and colour tables, DICOM SEG, overlay montages of volumes;
+2D label PNGs with overlays. (Label NIfTI volumes: :func:`medsam_ft.predict.predict_scans`.)"""
 
 from __future__ import annotations
 
@@ -8,78 +9,47 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
+import nrrd
 import numpy as np
+import pydicom
 import torch
 from monai.transforms import MapTransform
-from PIL import Image
+from PIL import Image, ImageDraw
+from pydicom.sr.codedict import codes
+from scipy import ndimage
 
 import medsam_ft
+from medsam_ft.anatomy import ANATOMICAL_STRUCTURE, SLICER_CONTEXT, TISSUE, organ
 from medsam_ft.data.folder2d import IMAGE_SUFFIXES
-from medsam_ft.io import InputError, atomic_path, files_by_stem, volume_stem, write_json, write_nifti
+from medsam_ft.io import InputError, atomic_path, files_by_stem, write_json
+from medsam_ft.scans import LPS_TO_RAS
 from medsam_ft.transforms import three_channels
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-INPUT_KINDS = {"volume": (NIFTI_SUFFIXES, "NIfTI volumes (*.nii, *.nii.gz)"),
-               "image": (IMAGE_SUFFIXES, f"images ({', '.join(IMAGE_SUFFIXES)})")}
 
-
-def list_inputs(input_dir: str | os.PathLike, kind: str = "volume") -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every input file of ``kind`` (``volume`` or ``image``) in ``input_dir``,
-    sorted; other files are ignored; none at all is an error."""
-    suffixes, what = INPUT_KINDS[kind]
-    files = files_by_stem(input_dir, suffixes)
+def list_images(input_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for every image file (png, jpg, tif, bmp) in ``input_dir``, sorted; other files
+    are ignored; none at all is an error. (Volumes: :func:`medsam_ft.scans.find_scans`.)"""
+    files = files_by_stem(input_dir, IMAGE_SUFFIXES)
     if not files:
-        raise InputError(input_dir, f"holds no {what}")
+        raise InputError(input_dir, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return [{"image": str(p)} for p in files.values()]
 
 
-class SaveLabelNiftid(MapTransform):
-    """Write ``data[key]`` (class ids [1, X, Y, Z], already inverted to the input's orientation) as uint8 NIfTI.
-
-    The file is ``{output_dir}/{input stem}_{postfix}.nii.gz`` with the input file's own affine
-    (``original_affine`` from the loader) and shape, written atomically; ``{stem}_{postfix}.json``
-    beside it names the classes of the label values.
-    """
-
-    def __init__(self, keys: str, output_dir: str | os.PathLike, class_names: Sequence[str], postfix: str = "seg",
-                 image_key: str = "image", info: Mapping[str, Any] | None = None):
-        super().__init__(keys)
-        self.output_dir = Path(output_dir)
-        self.class_names = list(class_names)
-        self.postfix, self.image_key = postfix, image_key
-        self.info = dict(info or {})
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            pred = d[key]
-            meta = pred.meta
-            source = str(meta["filename_or_obj"])
-            labels = torch.as_tensor(pred)[0].cpu().numpy()
-            expected = tuple(int(s) for s in np.asarray(meta["spatial_shape"]))
-            if labels.shape != expected:
-                raise RuntimeError(f"{source}: prediction shape {labels.shape} was not restored to the input's {expected}")
-            stem = volume_stem(source)
-            out = self.output_dir / f"{stem}_{self.postfix}.nii.gz"
-            write_nifti(out, labels.round().astype(np.uint8), np.asarray(meta["original_affine"], dtype=np.float64))
-            write_json(out.with_name(f"{stem}_{self.postfix}.json"), {
-                "source": source,
-                "labels": {str(i): name for i, name in enumerate(self.class_names)},
-                "medsam_ft_version": medsam_ft.__version__,
-                **self.info,
-            })
-            d[f"{key}_file"] = str(out)
-        return d
-
-
-def label_colors(num_classes: int, class_colors: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """uint8[C, 3]: the given colours, else black background and well-separated hues (golden-ratio steps)."""
+def label_colors(class_names: Sequence[str], class_colors: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """uint8[C, 3]: ``class_colors`` when given (a data set's palette); else black background, 3D Slicer's
+    standard colour for each known organ (:mod:`medsam_ft.anatomy`), well-separated hues (golden-ratio
+    steps) for the other classes."""
     if class_colors is not None:
-        if len(class_colors) != num_classes:
-            raise ValueError(f"{len(class_colors)} class colours for {num_classes} classes")
+        if len(class_colors) != len(class_names):
+            raise ValueError(f"{len(class_colors)} class colours for {len(class_names)} classes")
         return np.asarray(class_colors, dtype=np.uint8)
-    colors = [(0.0, 0.0, 0.0)] + [colorsys.hsv_to_rgb((0.1 + c * 0.618034) % 1.0, 0.8, 1.0) for c in range(1, num_classes)]
-    return np.round(np.asarray(colors) * 255).astype(np.uint8)
+    colors = [(0, 0, 0)]
+    for c, name in enumerate(class_names[1:], start=1):
+        known = organ(name)
+        hue = colorsys.hsv_to_rgb((0.1 + c * 0.618034) % 1.0, 0.8, 1.0)
+        colors.append(known.color if known else tuple(round(v * 255) for v in hue))
+    return np.asarray(colors, dtype=np.uint8)
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
@@ -102,7 +72,7 @@ class SaveLabelPNGd(MapTransform):
         super().__init__(keys)
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names)
-        self.colors = label_colors(len(self.class_names), class_colors)
+        self.colors = label_colors(self.class_names, class_colors)
         self.postfix, self.image_key = postfix, image_key
         self.info = dict(info or {})
         self.labels_written = False
@@ -129,3 +99,143 @@ class SaveLabelPNGd(MapTransform):
             _write_png(self.output_dir / f"{stem}_overlay.png", overlay.round().astype(np.uint8))
             d[f"{key}_file"] = str(self.output_dir / f"{stem}_{self.postfix}.png")
         return d
+
+
+def _terminology(name: str) -> str:
+    """3D Slicer's ``TerminologyEntry`` for a class: its organ code (and side) when known, else "Tissue"."""
+    known = organ(name)
+    if known is None:
+        category = kind = TISSUE
+    else:
+        category, kind = ANATOMICAL_STRUCTURE, known.code
+    side = known.side if known is not None and known.side is not None else ("", "", "")
+
+    def code(c: tuple[str, str, str]) -> str:
+        return f"{c[1]}^{c[0]}^{c[2]}" if c[0] else "^^"
+
+    return f"{SLICER_CONTEXT}~{code(category)}~{code(kind)}~{code(side)}~Anatomic codes - DICOM master list~^^~^^"
+
+
+def write_seg_nrrd(path: str | os.PathLike, labels: np.ndarray, affine: np.ndarray, class_names: Sequence[str],
+                   colors: np.ndarray) -> None:
+    """A 3D Slicer segmentation file (``.seg.nrrd``): labels uint8[I, J, K] on the scan's grid (``affine``:
+    voxel -> RAS mm; written as Slicer's LPS space directions/origin), one segment per class but background
+    (``Segment{n}_Name/_Color/_LabelValue/_Layer/_Extent/_Tags`` with the class's terminology entry)."""
+    ijk_to_lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+    header: dict[str, Any] = {
+        "type": "unsigned char", "dimension": 3, "space": "left-posterior-superior", "sizes": list(labels.shape),
+        "space directions": ijk_to_lps[:3, :3].T, "space origin": ijk_to_lps[:3, 3], "kinds": ["domain"] * 3,
+        "encoding": "gzip",
+        "Segmentation_MasterRepresentation": "Binary labelmap",
+        "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
+        "Segmentation_ReferenceImageExtentOffset": "0 0 0",
+    }
+    boxes = ndimage.find_objects(labels, max_label=len(class_names) - 1)
+    for n, (value, name) in enumerate(list(enumerate(class_names))[1:]):
+        box = boxes[value - 1]
+        extent = " ".join(f"{s.start} {s.stop - 1}" for s in box) if box is not None else "0 -1 0 -1 0 -1"
+        header |= {
+            f"Segment{n}_ID": f"Segment_{value}", f"Segment{n}_Name": name, f"Segment{n}_NameAutoGenerated": "0",
+            f"Segment{n}_Color": " ".join(f"{c / 255:.6g}" for c in colors[value]),
+            f"Segment{n}_ColorAutoGenerated": "0", f"Segment{n}_LabelValue": str(value), f"Segment{n}_Layer": "0",
+            f"Segment{n}_Extent": extent, f"Segment{n}_Tags": f"TerminologyEntry:{_terminology(name)}|",
+        }
+    nrrd.write(str(path), np.asarray(labels, dtype=np.uint8), header, index_order="F")
+
+
+def write_color_table(path: str | os.PathLike, class_names: Sequence[str], colors: np.ndarray) -> None:
+    """A 3D Slicer colour table (``.ctbl``: ``value name r g b a`` per line) for the plain label volume;
+    spaces in names become underscores, background is transparent."""
+    lines = ["# Color table file written by medsam_ft", f"# {len(class_names)} values"]
+    for value, name in enumerate(class_names):
+        r, g, b = (int(c) for c in colors[value])
+        lines.append(f"{value} {'_'.join(name.split())} {r} {g} {b} {0 if value == 0 else 255}")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def write_dicom_seg(path: str | os.PathLike, labels: np.ndarray, source_files: Sequence[os.PathLike],
+                    class_names: Sequence[str], colors: np.ndarray, algorithm_name: str) -> None:
+    """A DICOM Segmentation (highdicom, binary) of the series ``source_files`` (file k = slice
+    ``labels[:, :, k]``), referencing it; one segment per class but background, labelled with the
+    class name, coded with its SNOMED CT organ (and side) when known (else "Tissue"), automatic
+    algorithm ``algorithm_name``."""
+    sources = []
+    for file in source_files:
+        try:
+            sources.append(pydicom.dcmread(file, stop_before_pixels=True))
+        except Exception as err:  # pydicom raises many types for unreadable files
+            raise InputError(file, f"not a readable DICOM file ({type(err).__name__}: {err})") from None
+    if len(sources) != labels.shape[2]:
+        raise RuntimeError(f"{len(sources)} source files for {labels.shape[2]} slices")
+    algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, family=codes.cid7162.ArtificialIntelligence,
+                                                   version=medsam_ft.__version__)
+    descriptions = []
+    for value, name in list(enumerate(class_names))[1:]:
+        known = organ(name)
+        category, kind = (ANATOMICAL_STRUCTURE, known.code) if known else (TISSUE, TISSUE)
+        description = hd.seg.SegmentDescription(
+            segment_number=value, segment_label=name, segmented_property_category=hd.sr.CodedConcept(*category),
+            segmented_property_type=hd.sr.CodedConcept(*kind), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=name,
+            display_color=hd.color.CIELabColor.from_rgb(*(int(c) for c in colors[value])))
+        if known is not None and known.side is not None:
+            description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+                hd.sr.CodedConcept(*known.side)]
+        descriptions.append(description)
+    try:
+        segmentation = hd.seg.Segmentation(
+            source_images=sources, pixel_array=np.ascontiguousarray(labels.transpose(2, 1, 0)),  # [K, rows J, cols I]
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(), series_number=int(getattr(sources[0], "SeriesNumber", 0) or 0) + 1000,
+            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medsam_ft",
+            manufacturer_model_name=algorithm_name, software_versions=medsam_ft.__version__, device_serial_number="none",
+            series_description=f"{algorithm_name} segmentation", omit_empty_frames=bool(labels.any()))
+    except (AttributeError, ValueError, TypeError) as err:  # highdicom's checks of the source images' attributes
+        raise InputError(Path(source_files[0]).parent, f"cannot make a DICOM SEG of this series: {err}") from None
+    segmentation.save_as(path)
+
+
+def _tile(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, spacing: Sequence[float], size: int) -> Image.Image:
+    """One axial slice (image float[X, Y] in [0, 1], labels [X, Y], RAS) as radiologists view it (patient's
+    right on the left, anterior up), ``size`` px on its long side at the true aspect ratio, with every
+    class outlined in its colour."""
+    image, labels = image[::-1, ::-1].T, labels[::-1, ::-1].T  # rows: anterior -> posterior; columns: right -> left
+    height, width = labels.shape[0] * spacing[1], labels.shape[1] * spacing[0]
+    scale = size / max(height, width)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    grey = Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).resize(shape, Image.BILINEAR)
+    ids = np.asarray(Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8)).resize(shape, Image.NEAREST))
+    padded = np.pad(ids, 1, mode="edge")
+    edge = (ids > 0) & ((padded[:-2, 1:-1] != ids) | (padded[2:, 1:-1] != ids)
+                        | (padded[1:-1, :-2] != ids) | (padded[1:-1, 2:] != ids))
+    rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=2)
+    rgb[edge] = colors[ids[edge]]
+    return Image.fromarray(rgb)
+
+
+def write_overlay_montage(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                          colors: np.ndarray, spacing: Sequence[float], slices_per_class: int = 3,
+                          tile_size: int = 192) -> None:
+    """A PNG for a quick look: per predicted class a row of ``slices_per_class`` axial slices (spread over
+    the slices holding it), prediction outlined. image float[X, Y, Z] in [0, 1] and labels [X, Y, Z]
+    oriented RAS; ``spacing``: mm along X and Y. No class predicted: one row of slices across the volume."""
+    depth = labels.shape[2]
+    present = labels.reshape(-1, depth)
+    rows = []
+    for value, name in list(enumerate(class_names))[1:]:
+        slices = np.flatnonzero((present == value).any(axis=0))
+        if slices.size:
+            picks = np.unique(slices[np.round(np.linspace(0.2, 0.8, slices_per_class) * (slices.size - 1)).astype(int)])
+            rows.append((name, colors[value], picks))
+    if not rows:
+        rows = [("no class predicted", np.array([255, 255, 255]),
+                 np.unique(np.round(np.linspace(0.2, 0.8, slices_per_class) * (depth - 1)).astype(int)))]
+    montage = Image.new("RGB", (slices_per_class * tile_size, len(rows) * tile_size))
+    draw = ImageDraw.Draw(montage)
+    for r, (name, color, picks) in enumerate(rows):
+        for c, z in enumerate(picks):
+            tile = _tile(image[:, :, z], labels[:, :, z], colors, spacing, tile_size)
+            montage.paste(tile, (c * tile_size + (tile_size - tile.width) // 2, r * tile_size + (tile_size - tile.height) // 2))
+            draw.text((c * tile_size + 4, r * tile_size + tile_size - 14), f"slice {z}", fill=(255, 255, 255))
+        draw.text((4, r * tile_size + 4), name, fill=tuple(int(v) for v in color))
+    montage.save(path, format="PNG")

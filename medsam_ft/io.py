@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -24,27 +25,50 @@ class InputError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
-
-    The temporary name keeps the full suffix (``.nii.gz``) so writers that infer the format from
-    the name behave as for ``path``. On error the temporary file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
+def _temporary_beside(path: Path) -> Path:
+    """An empty file beside ``path`` with the usual permissions, keeping the full suffix (``.nii.gz``) so
+    writers that infer the format from the name behave as for ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
-    tmp = Path(tmp_name)
     umask = os.umask(0)
     os.umask(umask)
-    tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; give the final file the usual permissions
+    Path(tmp_name).chmod(0o666 & ~umask)  # mkstemp makes 0600
+    return Path(tmp_name)
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield one temporary path beside each of ``paths``; rename them all to ``paths`` (in the order
+    given) only if the block succeeds. On error every temporary file is removed and ``paths`` are
+    untouched. Put the file that marks a finished result last."""
+    targets = [Path(p) for p in paths]
+    temporaries: list[Path] = []
     try:
-        yield tmp
-        os.replace(tmp, path)
+        temporaries = [_temporary_beside(path) for path in targets]
+        yield temporaries
+        for tmp, path in zip(temporaries, targets):
+            os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -53,13 +77,26 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
+def nifti_image(array: np.ndarray, affine: np.ndarray, like: nib.Nifti1Image | None = None) -> nib.Nifti1Image:
+    """``array`` (its dtype kept) as a NIfTI image with ``affine``. ``like``: an image whose header is copied
+    (qform/sform codes, units, description), so a label volume carries its source's geometry exactly;
+    its intensity scaling is dropped. Without ``like``, qform and sform are both ``affine`` (code 1)."""
+    array = np.asarray(array)
+    if like is None:
+        image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
+        image.set_qform(image.affine, code=1)
+        image.set_sform(image.affine, code=1)
+        return image
+    header = like.header.copy()
+    header.set_data_dtype(array.dtype)
+    header.set_slope_inter(1.0, 0.0)
+    return nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64), header=header)
+
+
 def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> None:
     """Write ``array`` (its dtype kept) with ``affine`` as a NIfTI file, atomically."""
-    image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
-    image.set_qform(image.affine, code=1)
-    image.set_sform(image.affine, code=1)
     with atomic_path(path) as tmp:
-        nib.save(image, tmp)
+        nib.save(nifti_image(array, affine), tmp)
 
 
 def load_torch_file(path: str | os.PathLike, expected: str) -> Any:

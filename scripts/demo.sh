@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo, from nothing: environment -> 30 synthetic CT phantoms (Synapse layout) -> TransUNet-split
 # datalist -> SAMed training with the samed_synapse bundle on the embedded LiteMedSAM backbone ->
-# evaluation table on the 12 held-out test cases -> one predicted label NIfTI.
+# evaluation table on the 12 held-out test cases -> one scan predicted (label NIfTI, Slicer segmentation, overlay).
 # CPU-sized setting (see bundles/samed_synapse/README.md); the paper's setting is a set of overrides.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,14 +24,12 @@ start=$(date +%s)
 "$PY" -m monai.bundle run --config_file "$BUNDLE/evaluate.json" \
     --dataset_dir "$OUT/phantom" --checkpoint "$OUT/samed_synapse/best.pt" --output_dir "$OUT/samed_synapse/eval"
 
-mkdir -p "$OUT/predict_input"
-cp "$OUT/phantom/img/img0001.nii.gz" "$OUT/predict_input/"
-"$PY" -m monai.bundle run --config_file "$BUNDLE/inference.json" \
-    --checkpoint "$OUT/samed_synapse/best.pt" --input_dir "$OUT/predict_input" --output_dir "$OUT/predictions"
+"$PY" -m medsam_ft.cli predict --checkpoint "$OUT/samed_synapse/best.pt" \
+    --input "$OUT/phantom/img/img0001.nii.gz" --output "$OUT/predictions" --slicer --overlay --overwrite
 
 echo
 echo "demo finished in $(( $(date +%s) - start )) s (after set-up)"
 echo "  data:        $OUT/phantom (datalist.json)"
 echo "  checkpoints: $OUT/samed_synapse/best.pt, last.pt (TensorBoard logs beside them)"
 echo "  metrics:     $OUT/samed_synapse/eval/metrics_clinical.csv, metrics_transunet.csv"
-echo "  prediction:  $OUT/predictions/img0001_seg.nii.gz (+ img0001_seg.json)"
+echo "  prediction:  $OUT/predictions/img0001_seg.nii.gz (+ _seg.json, _seg.seg.nrrd for 3D Slicer, _overlay.png)"

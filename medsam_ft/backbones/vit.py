@@ -18,10 +18,11 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from segment_anything.modeling.image_encoder import Attention as ViTAttention
 from torch import nn
 
+from medsam_ft.io import file_sha256
+
 from .base import (
     Backbone,
     QKVProjection,
-    file_sha256,
     load_checked,
     random_init_report,
     read_state_dict,

@@ -13,6 +13,7 @@ from segment_anything.modeling import MaskDecoder
 from torch import nn
 
 from medsam_ft.backbones import Backbone
+from medsam_ft.io import InputError
 
 from .embedding_cache import EmbeddingCache
 
@@ -157,8 +158,8 @@ class SemanticSAM(nn.Module):
         unexpected = sorted(set(state) - set(expected))
         mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
         if missing or unexpected or mismatched:
-            raise ValueError(
-                f"{source} does not match this {self.config.get('method')} network: "
+            raise InputError(
+                source, f"does not match this {self.config.get('method')} network: "
                 f"missing {missing[:3]}, unexpected {unexpected[:3]}, "
                 + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(expected[k])}" for k in mismatched[:3])
             )
