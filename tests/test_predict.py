@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+import medsam_ft.predict
 from data_prep.phantom import write_dicom_series
 from medsam_ft.cli import main
 from medsam_ft.data import SYNAPSE_CLASS_NAMES
@@ -330,6 +331,27 @@ def test_a_failed_write_leaves_nothing_behind(checkpoint, tmp_path, monkeypatch)
         predict_scans(threshold_predictor(), find_scans(tmp_path / "scan.nii.gz"), tmp_path / "out",
                       OutputOptions(slicer=True), progress=False)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_interrupted_batch_resumes(tmp_path, monkeypatch):
+    for name in ("a", "b", "c"):
+        write_nifti(tmp_path / "in" / f"{name}.nii.gz", _volume(), AFFINES["LPS"])
+    write_seg_nrrd = medsam_ft.predict.write_seg_nrrd
+
+    def interrupted_at_b(path, *args):
+        if ".b_seg" in Path(path).name:  # b's label NIfTI is already in its temporary file
+            raise KeyboardInterrupt
+        write_seg_nrrd(path, *args)
+
+    monkeypatch.setattr(medsam_ft.predict, "write_seg_nrrd", interrupted_at_b)
+    options = OutputOptions(slicer=True)
+    with pytest.raises(KeyboardInterrupt):
+        predict_scans(threshold_predictor(), find_scans(tmp_path / "in"), tmp_path / "out", options, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_seg.ctbl", "a_seg.json", "a_seg.nii.gz", "a_seg.seg.nrrd"]  # b's temporary files are gone
+    monkeypatch.setattr(medsam_ft.predict, "write_seg_nrrd", write_seg_nrrd)
+    report = predict_scans(threshold_predictor(), find_scans(tmp_path / "in"), tmp_path / "out", options, progress=False)
+    assert report.skipped == ["a"] and sorted(report.written) == ["b", "c"] and not report.failed
 
 
 def test_a_bad_scan_in_a_batch_fails_alone(checkpoint, tmp_path, capsys):
