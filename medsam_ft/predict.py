@@ -53,6 +53,10 @@ class VolumePredictor:
     The scan is oriented RAS (MONAI ``Orientation``, as in training), windowed to ``hu_window`` and
     scaled to [0, 1]; slices ``[1, X, Y]`` go to the device in batches (the volume stays in host
     memory), and the class ids are oriented back to the scan's own voxel order. bf16 autocast on CUDA.
+    ``hu_window`` None: the scan is used as it is (already in [0, 1]); ``resize_to``: see
+    :class:`~medsam_ft.engine.SlicePredictor`; ``checkpoint_info`` (path, SHA-256, config) and
+    ``class_colors`` ([r, g, b] per class; None: standard organ colours) go into the outputs.
+    Calling it on a :class:`~medsam_ft.scans.Scan` returns a :class:`VolumePrediction`.
     """
 
     def __init__(self, network: nn.Module, class_names: list[str], hu_window: list[float] | None,
