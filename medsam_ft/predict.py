@@ -40,11 +40,13 @@ RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # axis codes of RAS affines (
 @dataclass
 class VolumePrediction:
     """``labels`` uint8[I, J, K] in the scan's own voxel order; ``ras_image`` float[X, Y, Z] in [0, 1] and
-    ``ras_labels`` uint8[X, Y, Z]: what the network saw and predicted, oriented RAS (for overlays)."""
+    ``ras_labels`` uint8[X, Y, Z]: what the network saw and predicted, oriented RAS, with ``ras_spacing``
+    (mm along X and Y) (for overlays)."""
 
     labels: np.ndarray
     ras_image: torch.Tensor
     ras_labels: torch.Tensor
+    ras_spacing: list[float]
 
 
 class VolumePredictor:
@@ -116,7 +118,8 @@ class VolumePredictor:
         restored = orientation.inverse(ras_labels).as_tensor()[0].numpy()
         if restored.shape != scan.voxels.shape:
             raise RuntimeError(f"{scan.source.path}: labels {restored.shape} not restored to the scan's {scan.voxels.shape}")
-        return VolumePrediction(np.ascontiguousarray(restored, dtype=np.uint8), image, labels)
+        spacing = np.linalg.norm(np.asarray(ras.affine)[:3, :3], axis=0)[:2].tolist()
+        return VolumePrediction(np.ascontiguousarray(restored, dtype=np.uint8), image, labels, spacing)
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ def _write_outputs(predictor: VolumePredictor, scan: Scan, prediction: VolumePre
             write_dicom_seg(tmp["dicom_seg"], labels, scan.dicom_files, names, colors, _algorithm_name(predictor))
         if "overlay" in files:
             write_overlay_montage(tmp["overlay"], prediction.ras_image.numpy(), prediction.ras_labels.numpy(), names,
-                                  colors, _ras_spacing(scan))
+                                  colors, prediction.ras_spacing)
         tmp["summary"].write_text(json.dumps(_summary(predictor, scan, labels, files), indent=2) + "\n")
 
 
@@ -259,11 +262,3 @@ def _summary(predictor: VolumePredictor, scan: Scan, labels: np.ndarray, files: 
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
-
-def _ras_spacing(scan: Scan) -> list[float]:
-    """Voxel sizes in mm along the RAS-oriented axes (X, Y): the affine's column norms, permuted as Orientation does."""
-    ornt = nib.orientations.io_orientation(scan.affine)
-    sizes = np.linalg.norm(scan.affine[:3, :3], axis=0)
-    ras = np.empty(3)
-    ras[ornt[:, 0].astype(int)] = sizes
-    return ras[:2].tolist()

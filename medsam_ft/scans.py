@@ -31,12 +31,14 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # also RAS -> LPS: flip the first 
 
 @dataclass(frozen=True)
 class ScanSource:
-    """Where one scan is: ``format`` ``nifti`` / ``transunet`` (a file) or ``dicom`` (a series folder + its UID)."""
+    """Where one scan is: ``format`` ``nifti`` / ``transunet`` (a file) or ``dicom`` (a series folder, its UID
+    and its files in slice order, as :func:`dicom_series` found them)."""
 
     path: Path
     format: str
     name: str
     series_uid: str | None = None
+    dicom_files: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -112,7 +114,7 @@ def find_scans(path: str | os.PathLike, series_uid: str | None = None) -> list[S
     uid = series_uid if series_uid is not None else next(iter(series))
     if uid not in series:
         raise InputError(path, f"has no DICOM series {uid} (it holds {', '.join(series)})")
-    return [ScanSource(path, "dicom", path.name, uid)]
+    return [ScanSource(path, "dicom", path.name, uid, tuple(series[uid]))]
 
 
 def _file_source(path: Path) -> ScanSource:
@@ -158,9 +160,7 @@ def _read_nifti(source: ScanSource) -> Scan:
 
 
 def _read_dicom(source: ScanSource) -> Scan:
-    files = dicom_series(source.path).get(source.series_uid or "", [])
-    if not files:
-        raise InputError(source.path, f"DICOM series {source.series_uid} not found")
+    files = list(source.dicom_files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in files])
     try:
