@@ -63,22 +63,19 @@ class TrainableCheckpoint:
     images were trained at, so inference predicts windows of that size (None: whole images);
     ``resize_to``: the size whole images were resized to before training crops were cut from them
     (networks of any input size, GSAM), so inference resizes alike (see :class:`SlicePredictor`);
-    ``class_colors``: [r, g, b] per class for overlays (a data set's palette); ``prompt``: ``"none"``
-    (class masks of whole images) or ``"box"`` (trained box-prompted: predicts only with boxes).
+    ``class_colors``: [r, g, b] per class for overlays (a data set's palette); ``prompt``: ``"box"``
+    for a box-prompted network (predicts only with boxes), else ``"none"`` (class masks of whole
+    images), read from the network.
     """
 
     def __init__(self, network: SemanticSAM, class_names: Sequence[str] | None = None,
                  hu_window: Sequence[float] | None = None, sliding_window: int | None = None,
-                 resize_to: int | None = None, class_colors: Sequence[Sequence[int]] | None = None,
-                 prompt: str = "none"):
-        if prompt not in ("none", "box"):
-            raise ValueError(f"prompt must be 'none' or 'box', got {prompt!r}")
+                 resize_to: int | None = None, class_colors: Sequence[Sequence[int]] | None = None):
         self.network = network
         self.class_names = list(class_names) if class_names is not None else None
         self.hu_window = list(hu_window) if hu_window is not None else None
         self.sliding_window, self.resize_to = sliding_window, resize_to
         self.class_colors = [list(c) for c in class_colors] if class_colors is not None else None
-        self.prompt = prompt
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -91,7 +88,7 @@ class TrainableCheckpoint:
             "sliding_window": self.sliding_window,
             "resize_to": self.resize_to,
             "class_colors": self.class_colors,
-            "prompt": self.prompt,
+            "prompt": "box" if self.network.prompt == "box" else "none",
             "medsam_ft_version": medsam_ft.__version__,
         }
 
@@ -110,7 +107,11 @@ def unwrap_checkpoint(checkpoint: Any, source: str) -> dict[str, Any]:
         checkpoint = checkpoint["model"]
     if not isinstance(checkpoint, Mapping) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise InputError(source, "not a medsam_ft checkpoint (no trainable state and config inside)")
-    return dict(checkpoint)
+    checkpoint = dict(checkpoint)
+    # Written before networks recorded these: SAM's pixel statistics on every backbone, and box
+    # prompts only in the checkpoint's own "prompt" entry
+    checkpoint["config"] = {"pixel_norm": "sam", "prompt": checkpoint.get("prompt", "none"), **checkpoint["config"]}
+    return checkpoint
 
 
 def load_checkpoint(path: str | os.PathLike, backbone_checkpoint: str | os.PathLike | None = None,

@@ -52,7 +52,7 @@ def test_every_backbone_and_the_box_prompt():
                                    prompt="whole_image_box")
     with torch.no_grad():
         assert lite(torch.rand(1, 3, 72, 56)).shape == (1, 2, 72, 56)
-    with pytest.raises(ValueError, match="unknown CAD prompt"):
+    with pytest.raises(ValueError, match="unknown prompt"):
         medsam_ft.build_network("cad", backbone="vit_tiny", num_classes=2, image_size=64, prompt="points")
 
 

@@ -1,6 +1,8 @@
 """SAM-PARSER: reconstruction at initialisation, merge, trainable counts, what trains, the focal term,
 box prompts (jitter bounds, the data path, the box-prompted forward)."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,13 @@ def test_merge_folds_the_coefficients_into_plain_weights():
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(merged(image), parser(image))
+    # rebuildable and savable: its config builds the structure, its whole state dict fills it
+    buffer = io.BytesIO()
+    torch.save(merged.state_dict(), buffer)
+    rebuilt = medsam_ft.build_network(**merged.config).eval()
+    rebuilt.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(image), parser(image))
 
 
 def test_only_coefficients_and_decoder_train():
@@ -103,12 +112,16 @@ def test_box_jitter_bounds_and_the_box_prompt_data_path():
 
 def test_box_prompted_forward():
     torch.manual_seed(0)
-    net = medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=2, image_size=64).eval()
+    net = medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=2, image_size=64, prompt="box").eval()
     boxes = torch.tensor([[4.0, 8.0, 40.0, 60.0], [0.0, 0.0, 79.0, 63.0]])
     with torch.no_grad():
         logits = net(torch.rand(2, 3, 64, 80), boxes)
         upsampled = SlicePredictor(net)(torch.rand(2, 3, 64, 80), boxes)
     assert logits.shape == (2, 2, 16, 20) and upsampled.shape == (2, 2, 64, 80)
-    semantic = medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=3, image_size=64)
     with pytest.raises(ValueError, match="box prompts need a 2-class network"):
+        medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=3, image_size=64, prompt="box")
+    semantic = medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=2, image_size=64)
+    with pytest.raises(ValueError, match="takes no boxes"):
         semantic(torch.rand(1, 3, 64, 64), boxes[:1])
+    with pytest.raises(ValueError, match="is box-prompted"):
+        net(torch.rand(1, 3, 64, 64))

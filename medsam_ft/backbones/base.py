@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +15,16 @@ from medsam_ft.io import InputError, load_torch_file
 from medsam_ft.registry import Registry
 
 logger = logging.getLogger(__name__)
+
+# segment_anything's ``Sam.pixel_mean`` / ``pixel_std`` (ImageNet's statistics), on the [0, 1] scale
+SAM_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
+SAM_PIXEL_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
+# Named input normalisations a method or recipe may choose instead of its backbone's own
+PIXEL_NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "sam": (SAM_PIXEL_MEAN, SAM_PIXEL_STD),
+    "imagenet": (SAM_PIXEL_MEAN, SAM_PIXEL_STD),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
 
 
 @dataclass
@@ -56,9 +66,11 @@ class LoadReport:
 class Backbone:
     """The three parts of a SAM-family model, built for one input size.
 
-    ``image_encoder``: float[B, 3, S, S] (SAM-normalised pixels) -> float[B, D, S/p, S/p], with
+    ``image_encoder``: float[B, 3, S, S] (pixels normalised as below) -> float[B, D, S/p, S/p], with
     S = ``image_size`` and D the prompt embedding width (256 for SAM). ``prompt_encoder`` and
     ``mask_decoder`` are segment_anything's own modules, with SAM's four mask tokens.
+    ``pixel_mean`` / ``pixel_std``: the input normalisation the weights were trained with, per RGB
+    channel on the [0, 1] scale (``(image - mean) / std``), as timm's pretrained configs declare it.
     """
 
     name: str
@@ -69,10 +81,39 @@ class Backbone:
     weights_sha256: str | None
     load_report: LoadReport
     qkv_projections: Callable[[nn.Module], list[QKVProjection]]
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
 
     @property
     def embedding_size(self) -> int:
         return self.prompt_encoder.image_embedding_size[0]
+
+
+def resolve_pixel_norm(pixel_norm: str | Mapping[str, Sequence[float]] | None,
+                       backbone: Backbone) -> dict[str, list[float]]:
+    """The input normalisation ``{"mean": [3], "std": [3]}`` ([0, 1] scale) a network applies.
+
+    Args:
+        pixel_norm: None (the backbone's own, what its weights were trained with), a name of
+            :data:`PIXEL_NORMS` (``sam`` / ``imagenet``: SAM's statistics; ``none``: [0, 1] pixels as they
+            are), or explicit ``{"mean": [r, g, b], "std": [r, g, b]}`` (e.g. a data set's statistics).
+        backbone: the backbone whose own normalisation None stands for.
+
+    Raises:
+        ValueError: an unknown name, or values that are not three numbers with positive std.
+    """
+    if pixel_norm is None:
+        mean, std = backbone.pixel_mean, backbone.pixel_std
+    elif isinstance(pixel_norm, str):
+        if pixel_norm not in PIXEL_NORMS:
+            raise ValueError(f"unknown pixel_norm {pixel_norm!r}; choose one of {sorted(PIXEL_NORMS)}, "
+                             "None (the backbone's own) or {'mean': [r, g, b], 'std': [r, g, b]}")
+        mean, std = PIXEL_NORMS[pixel_norm]
+    else:
+        mean, std = pixel_norm.get("mean"), pixel_norm.get("std")
+    if (mean is None or std is None or len(mean) != 3 or len(std) != 3 or any(v <= 0 for v in std)):
+        raise ValueError(f"pixel_norm needs three means and three positive stds, got {pixel_norm!r}")
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
 BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")

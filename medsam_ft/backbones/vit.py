@@ -3,7 +3,8 @@
 Weights come from a user-given SAM checkpoint (e.g. ``sam_vit_b_01ec64.pth``). For an input size
 other than the checkpoint's 1024, the absolute position embedding and the relative position tables
 of the global-attention blocks are resized bilinearly (``align_corners=False``), as SAMed does for
-512; windowed blocks keep their 14x14 tables.
+512; windowed blocks keep their 14x14 tables. Pixels are normalised with SAM's own mean/std
+(``segment_anything.modeling.Sam``'s ``pixel_mean`` / ``pixel_std``, the ImageNet statistics).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch import nn
 from medsam_ft.io import file_sha256
 
 from .base import (
+    SAM_PIXEL_MEAN,
+    SAM_PIXEL_STD,
     Backbone,
     QKVProjection,
     load_checked,
@@ -121,7 +124,8 @@ def build_sam_vit(name: str, checkpoint: str | os.PathLike | None = None, image_
         state = read_state_dict(checkpoint, expected=f"SAM {name}")
         report = load_checked(modules, state, checkpoint, expected=f"SAM {name}", adapt=_resize_position_table)
         sha = file_sha256(checkpoint)
-    return Backbone(name, image_encoder, prompt_encoder, mask_decoder, image_size, sha, report, vit_qkv_projections)
+    return Backbone(name, image_encoder, prompt_encoder, mask_decoder, image_size, sha, report, vit_qkv_projections,
+                    SAM_PIXEL_MEAN, SAM_PIXEL_STD)
 
 
 for _name in VIT_CONFIGS:

@@ -18,7 +18,6 @@ from medsam_ft.backbones import Backbone
 
 from .semantic_sam import SemanticSAM
 
-PROMPTS = ("none", "whole_image_box")
 STEMS = ("paper", "strided")
 
 
@@ -80,17 +79,14 @@ class ConvAdapter(nn.Module):
 class CAD(SemanticSAM):
     """CAD behind the network contract (``forward(image) -> logits float[B, C, H/s, W/s]``).
 
-    Options: ``prompt`` (``none``: prompt-free class tokens, the default; ``whole_image_box``: the
-    frozen prompt encoder's tokens of a box around the whole image, as the paper), ``tau``,
-    ``stem``, ``adapter_channels``. Trained: the adapter and the mask decoder.
+    Options: ``tau``, ``stem``, ``adapter_channels``. The paper prompts the decoder with a box around
+    the whole image: ``build_network("cad", ..., prompt="whole_image_box")``. Trained: the adapter
+    and the mask decoder.
     """
 
-    def __init__(self, backbone: Backbone, num_classes: int, config: dict, *, prompt: str = "none",
-                 tau: float = 0.25, stem: str = "paper", adapter_channels: int | None = None):
+    def __init__(self, backbone: Backbone, num_classes: int, config: dict, *, tau: float = 0.25,
+                 stem: str = "paper", adapter_channels: int | None = None):
         super().__init__(backbone, num_classes, config)
-        if prompt not in PROMPTS:
-            raise ValueError(f"unknown CAD prompt {prompt!r}; choose one of {PROMPTS}")
-        self.prompt = prompt
         self.adapter = ConvAdapter(self.mask_decoder.transformer_dim, adapter_channels, tau=tau, stem=stem)
         self.set_trainable([self.adapter, self.mask_decoder])
 
@@ -105,9 +101,3 @@ class CAD(SemanticSAM):
         resized = self.resize_input(image)
         embeddings = self.encode(self.normalise(resized))
         return embeddings + self.adapter(resized, tuple(embeddings.shape[-2:]))
-
-    def decode(self, embeddings: torch.Tensor, sparse: torch.Tensor | None = None) -> torch.Tensor:
-        if self.prompt == "whole_image_box" and sparse is None:
-            box = torch.tensor([[0.0, 0.0, self.image_size - 1.0, self.image_size - 1.0]], device=embeddings.device)
-            sparse = self.box_tokens(box).expand(embeddings.shape[0], -1, -1)
-        return super().decode(embeddings, sparse)

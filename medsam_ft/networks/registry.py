@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from medsam_ft.backbones import Backbone, build_backbone
@@ -34,14 +34,28 @@ def build_network(
     num_classes: int,
     checkpoint: str | os.PathLike | None = None,
     image_size: int | None = None,
+    pixel_norm: str | Mapping[str, Sequence[float]] | None = None,
+    prompt: str = "none",
     **method_options: Any,
 ) -> SemanticSAM:
     """Build fine-tuning method ``method`` on ``backbone`` for ``num_classes`` classes (background included).
 
-    ``checkpoint``: the backbone's weights (a SAM ``.pth`` for ViT backbones; None = the embedded
-    LiteMedSAM weights, or random initialisation for ViT). ``image_size``: the backbone's input size
-    (default: its native size). ``method_options`` go to the method (e.g. ``rank=4`` for samed).
-    The returned network's ``config`` rebuilds it: ``build_network(**net.config)``.
+    Args:
+        method: a registered method (:func:`list_networks`).
+        backbone: a registered backbone (:func:`~medsam_ft.backbones.list_backbones`).
+        num_classes: C, the number of output classes, background included.
+        checkpoint: the backbone's weights (a SAM ``.pth`` for ViT backbones; None = the embedded
+            LiteMedSAM weights, or random initialisation for ViT).
+        image_size: the backbone's input size (default: its native size).
+        pixel_norm: the input normalisation; None = the backbone's own (the one its weights were
+            trained with: identity on [0, 1] for LiteMedSAM, SAM's mean/std for SAM ViT), or a name
+            / explicit mean and std where a method's recipe differs (see
+            :func:`~medsam_ft.backbones.resolve_pixel_norm`).
+        prompt: ``none``, ``box`` or ``whole_image_box`` (see :class:`SemanticSAM`).
+        method_options: go to the method (e.g. ``rank=4`` for samed).
+
+    Returns:
+        The network; its ``config`` rebuilds it: ``build_network(**net.config)``.
     """
     factory = NETWORKS.get(method)
     parts: Backbone = build_backbone(backbone, checkpoint=checkpoint, image_size=image_size)
@@ -51,6 +65,8 @@ def build_network(
         "num_classes": num_classes,
         "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
         "image_size": parts.image_size,
+        "pixel_norm": pixel_norm,
+        "prompt": prompt,
         **method_options,
     }
     return factory(parts, num_classes, config, **method_options)

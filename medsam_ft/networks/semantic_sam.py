@@ -12,47 +12,65 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder
 from torch import nn
 
-from medsam_ft.backbones import Backbone
+from medsam_ft.backbones import Backbone, resolve_pixel_norm
 from medsam_ft.io import InputError
 
 from .embedding_cache import EmbeddingCache
 
 logger = logging.getLogger(__name__)
 
-# SAM's pixel statistics (0-255 scale), applied to [0, 1] inputs.
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+PROMPTS = ("none", "box", "whole_image_box")
+# What every network's config holds beside its method's own options (see build_network)
+COMMON_OPTIONS = ("method", "backbone", "num_classes", "checkpoint", "image_size", "pixel_norm", "prompt")
 
 
 class ClassMaskDecoder(nn.Module):
-    """SAM's mask decoder with ``num_classes`` mask tokens and hypernetwork heads, one per class.
+    """SAM's mask decoder giving ``num_classes`` logit maps, in one of two modes.
 
-    Initialisation (deliberate, not a partial strict load): every class starts from SAM's
-    single-mask output (mask token 0 and its hypernetwork MLP). All classes then give the same
-    logits, the softmax starts uniform and unsaturated, and the targets break the symmetry from the
-    first step. (Starting class c from SAM's token c mod 4 gives logits of very different scales
-    that saturate the softmax; measured on the phantoms it learned markedly slower.)
+    - Class masks (``sam_mask_output`` False; prompt-free semantic segmentation): ``num_classes``
+      mask tokens and hypernetwork heads. Initialisation (deliberate, not a partial strict load):
+      every class starts from SAM's single-mask output (mask token 0 and its hypernetwork MLP). All
+      classes then give the same logits, the softmax starts uniform and unsaturated, and the targets
+      break the symmetry from the first step. (Starting class c from SAM's token c mod 4 gives
+      logits of very different scales that saturate the softmax; measured on the phantoms it
+      learned markedly slower.)
+    - SAM's own mask (``sam_mask_output`` True; 2 classes, a prompted object): SAM's four mask
+      tokens in the sequence as SAM has them (the tokens attend to each other, so two copies of
+      token 0 would not give SAM's mask) and its single-mask head (token 0's MLP); the object logit
+      is SAM's ``multimask_output=False`` mask and the background logit is fixed at 0, so
+      ``softmax([0, l]) = sigmoid(l)``: untrained, the network is SAM's box-to-mask model.
+
     The IoU token stays in the token sequence (it takes part in attention); SAM's IoU prediction
     head is dropped, since semantic training has no use for it and DDP would see it unused.
     """
 
-    def __init__(self, sam_decoder: MaskDecoder, num_classes: int):
+    def __init__(self, sam_decoder: MaskDecoder, num_classes: int, sam_mask_output: bool = False):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+        if sam_mask_output and num_classes != 2:
+            raise ValueError(f"SAM's own mask output makes a 2-class network (background, object), not {num_classes}")
         self.num_classes = num_classes
+        self.sam_mask_output = sam_mask_output
         self.transformer_dim = sam_decoder.transformer_dim
         self.transformer = sam_decoder.transformer
         self.iou_token = sam_decoder.iou_token
         self.output_upscaling = sam_decoder.output_upscaling
-        self.mask_tokens = nn.Embedding(num_classes, self.transformer_dim)
-        with torch.no_grad():
-            self.mask_tokens.weight.copy_(sam_decoder.mask_tokens.weight[0].expand(num_classes, -1))
+        if sam_mask_output:
+            self.mask_tokens = copy.deepcopy(sam_decoder.mask_tokens)
+            heads = 1
+            logger.info("new: SAM's %d mask tokens and its single-mask head; background logit fixed at 0",
+                        self.mask_tokens.num_embeddings)
+        else:
+            self.mask_tokens = nn.Embedding(num_classes, self.transformer_dim)
+            with torch.no_grad():
+                self.mask_tokens.weight.copy_(sam_decoder.mask_tokens.weight[0].expand(num_classes, -1))
+            heads = num_classes
+            logger.info("new: %d class mask tokens and hypernetwork heads, each a copy of SAM's mask token 0 and "
+                        "its head; SAM's IoU head dropped", num_classes)
         self.output_hypernetworks_mlps = nn.ModuleList(
-            copy.deepcopy(sam_decoder.output_hypernetworks_mlps[0]) for _ in range(num_classes)
+            copy.deepcopy(sam_decoder.output_hypernetworks_mlps[0]) for _ in range(heads)
         )
-        logger.info("new: %d class mask tokens and hypernetwork heads, each a copy of SAM's mask token 0 and its head; "
-                    "SAM's IoU head dropped", num_classes)
 
     def forward(
         self,
@@ -61,11 +79,11 @@ class ClassMaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
     ) -> torch.Tensor:
-        """Predict one mask per class.
+        """Predict one logit map per class.
 
         Args:
             image_embeddings: float[B, D, h, w] from the image encoder.
-            image_pe: float[1, D, h, w] positional encoding of the embedding grid.
+            image_pe: float[1 or B, D, h, w] positional encoding of the embedding grid.
             sparse_prompt_embeddings: float[B, N, D] (N = 0 without prompts).
             dense_prompt_embeddings: float[B, D, h, w].
 
@@ -78,38 +96,58 @@ class ClassMaskDecoder(nn.Module):
         src = image_embeddings + dense_prompt_embeddings
         pos = image_pe.expand(batch, -1, -1, -1)
         hidden, src = self.transformer(src, pos, tokens)
-        mask_tokens_out = hidden[:, 1 : 1 + self.num_classes]
+        heads = len(self.output_hypernetworks_mlps)
+        mask_tokens_out = hidden[:, 1 : 1 + heads]
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, dim, height, width))
-        hyper = torch.stack(
-            [mlp(mask_tokens_out[:, c]) for c, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
+        hyper = torch.stack([mlp(mask_tokens_out[:, c]) for c, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         b, c, h, w = upscaled.shape
-        return (hyper @ upscaled.flatten(2)).view(b, self.num_classes, h, w)
+        masks = (hyper @ upscaled.flatten(2)).view(b, heads, h, w)
+        if self.sam_mask_output:
+            masks = torch.cat([torch.zeros_like(masks), masks], dim=1)
+        return masks
 
 
 class SemanticSAM(nn.Module):
-    """Prompt-free semantic segmentation with a SAM-family backbone.
+    """Semantic segmentation with a SAM-family backbone.
 
     ``forward(image)``: float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s], C classes
     including background, s = ``output_stride``. The network resizes the input to its backbone's
-    ``image_size`` (bilinear) and applies SAM's pixel normalisation itself; if H x W differs from
-    the backbone size, the logits are resized to H/s x W/s.
+    ``image_size`` (bilinear) and normalises the pixels itself; if H x W differs from the backbone
+    size, the logits are resized to H/s x W/s.
+
+    ``config`` (what :func:`~medsam_ft.networks.build_network` records) may hold:
+
+    - ``pixel_norm``: the input normalisation (see :func:`~medsam_ft.backbones.resolve_pixel_norm`;
+      None: the backbone's own, the one its weights were trained with); stored resolved, as
+      ``{"mean": [3], "std": [3]}``.
+    - ``prompt``: ``none`` (prompt-free class masks), ``box`` (``forward(image, boxes)``, 2 classes:
+      SAM's mask of the boxed object, see :class:`ClassMaskDecoder`) or ``whole_image_box`` (the
+      prompt encoder's tokens of a box around the whole image, as CAD; a 2-class network then
+      starts as SAM's mask of that box).
 
     Trainable tensors are declared by module with :meth:`set_trainable`; by default (the
-    ``decoder_only`` baseline) the class mask decoder and the no-prompt embedding.
+    ``decoder_only`` baseline) the mask decoder and the no-prompt embedding.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, config: Mapping[str, Any]):
         super().__init__()
+        prompt = config.get("prompt", "none")
+        if prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt {prompt!r}; choose one of {PROMPTS}")
+        if prompt == "box" and num_classes != 2:
+            raise ValueError(f"box prompts need a 2-class network (background, object), not {num_classes} classes")
+        pixel_norm = resolve_pixel_norm(config.get("pixel_norm"), backbone)
         self.image_encoder = backbone.image_encoder
         self.prompt_encoder = backbone.prompt_encoder
-        self.mask_decoder = ClassMaskDecoder(backbone.mask_decoder, num_classes)
-        self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1) / 255.0, persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1) / 255.0, persistent=False)
+        self.prompt = prompt
+        self.mask_decoder = ClassMaskDecoder(backbone.mask_decoder, num_classes,
+                                             sam_mask_output=prompt != "none" and num_classes == 2)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_norm["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_norm["std"]).view(1, 3, 1, 1), persistent=False)
         self.num_classes = num_classes
         self.image_size = backbone.image_size
         self.output_stride = backbone.image_size // (4 * backbone.embedding_size)
-        self.config = dict(config)
+        self.config = {**config, "prompt": prompt, "pixel_norm": pixel_norm}
         self.backbone_sha256 = backbone.weights_sha256
         self.trainable_modules: list[nn.Module] = []
         self.embedding_cache: EmbeddingCache | None = None
@@ -167,9 +205,10 @@ class SemanticSAM(nn.Module):
 
     def merged_copy(self, wrapper: type[nn.Module], layer_list: str) -> SemanticSAM:
         """A copy in which every ``wrapper`` module (LoRA, SVD coefficients) is replaced by its
-        ``merged()`` plain layer: a :class:`SemanticSAM` with SAM's own weight keys and no overhead,
-        training the decoder and no-prompt embedding like ``decoder_only``. ``layer_list``: the
-        attribute listing the wrappers, dropped from the copy."""
+        ``merged()`` plain layer: a ``decoder_only`` :class:`SemanticSAM` with SAM's own weight keys
+        and no overhead. Its ``config`` builds the same structure (``build_network(**merged.config)``),
+        and its whole ``state_dict()`` (merged encoder weights included) loads into that.
+        ``layer_list``: the attribute listing the wrappers, dropped from the copy."""
         merged = copy.deepcopy(self)
         vars(merged).pop(layer_list, None)
         merged.__class__ = SemanticSAM
@@ -177,7 +216,7 @@ class SemanticSAM(nn.Module):
             for name, child in list(parent.named_children()):
                 if isinstance(child, wrapper):
                     setattr(parent, name, child.merged())
-        merged.config = {**self.config, "merged_from": self.config.get("method")}
+        merged.config = {k: self.config[k] for k in COMMON_OPTIONS if k in self.config} | {"method": "decoder_only"}
         merged.set_trainable([merged.mask_decoder, merged.prompt_encoder.no_mask_embed])
         return merged
 
@@ -186,7 +225,7 @@ class SemanticSAM(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------------
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
-        """float[B, 3, H, W] in [0, 1] -> SAM-normalised float[B, 3, H, W]."""
+        """float[B, 3, H, W] in [0, 1] -> float[B, 3, H, W] normalised as ``config["pixel_norm"]`` says."""
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected an image batch float[B, 3, H, W] in [0, 1], got shape {tuple(image.shape)}")
         return (image - self.pixel_mean) / self.pixel_std
@@ -198,7 +237,7 @@ class SemanticSAM(nn.Module):
         return image
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        """float[B, 3, H, W] in [0, 1] -> float[B, 3, S, S] SAM-normalised at the backbone size S."""
+        """float[B, 3, H, W] in [0, 1] -> float[B, 3, S, S], normalised, at the backbone size S."""
         return self.normalise(self.resize_input(image))
 
     def use_embedding_cache(self, cache: EmbeddingCache | None) -> None:
@@ -244,20 +283,33 @@ class SemanticSAM(nn.Module):
         tokens, _ = self.prompt_encoder(points=None, boxes=boxes, masks=None)
         return tokens
 
+    def prompt_tokens(self, boxes: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
+        """The sparse prompt tokens float[B, N, D] the decoder reads (None: no prompt), from ``boxes``
+        float[B, 4] in the pixels of an H x W image (``prompt="box"``), or the whole-image box."""
+        if self.prompt == "box":
+            if boxes is None:
+                raise ValueError("this network is box-prompted: call it as forward(image, boxes)")
+            scale = boxes.new_tensor([width, height, width, height])
+            return self.box_tokens(boxes.float() * self.image_size / scale)
+        if boxes is not None:
+            raise ValueError(f"this network takes no boxes (prompt={self.prompt!r}); build it with prompt='box'")
+        if self.prompt == "whole_image_box":
+            box = torch.tensor([[0.0, 0.0, self.image_size - 1.0, self.image_size - 1.0]], device=self.pixel_mean.device)
+            return self.box_tokens(box)
+        return None
+
     def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s].
 
-        Box-prompted mode (``boxes`` float[B, 4], x0, y0, x1, y1 in the image's pixels; a network
-        with C = 2): the logits are background / inside the box's object, one binary mask per box.
+        Box-prompted networks (``prompt="box"``) take ``boxes`` float[B, 4] (x0, y0, x1, y1 in the
+        image's pixels); their logits are background / inside the box's object, one binary mask per box.
         """
         height, width = image.shape[-2:]
-        sparse = None
-        if boxes is not None:
-            if self.num_classes != 2:
-                raise ValueError(f"box prompts need a 2-class network (background, object), this one has {self.num_classes}")
-            scale = boxes.new_tensor([width, height, width, height])
-            sparse = self.box_tokens(boxes.float() * self.image_size / scale)
-        logits = self.decode(self.image_embeddings(image), sparse)
+        sparse = self.prompt_tokens(boxes, height, width)
+        embeddings = self.image_embeddings(image)
+        if sparse is not None and sparse.shape[0] != embeddings.shape[0]:
+            sparse = sparse.expand(embeddings.shape[0], -1, -1)
+        logits = self.decode(embeddings, sparse)
         out_size = (height // self.output_stride, width // self.output_stride)
         if tuple(logits.shape[-2:]) != out_size:
             logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
