@@ -40,6 +40,27 @@ def test_sliding_window_predicts_at_full_resolution():
     assert set(net.sizes[1:]) == {(64, 64)}  # windows at native resolution, nothing shrunk
 
 
+def test_windows_slide_over_the_image_at_its_training_scale():
+    """GSAM trains on crops of images resized to R: a 512-px image is resized to R = 256 whole, 128-px
+    windows slide over that (3 x 3, not 5 x 5 over the original) and each reaches the network as it is
+    (not resized to R: that would be 4x the training magnification); the logits are resized back."""
+    torch.manual_seed(0)
+    net = PixelWise()
+    image = torch.rand(1, 1, 512, 512)
+    with torch.no_grad():
+        logits = full_resolution_inferer(128, overlap=0.25, sw_batch_size=1, resize_to=256)(image, SlicePredictor(net))
+        assert logits.shape == (1, 4, 512, 512)
+        assert net.sizes == [(128, 128)] * 9
+        resized = torch.nn.functional.interpolate(image, size=(256, 256), mode="bilinear", align_corners=False)
+        expected = torch.nn.functional.interpolate(SlicePredictor(net)(resized), size=(512, 512), mode="bilinear",
+                                                   align_corners=False)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    net.sizes.clear()
+    with torch.no_grad():
+        whole = full_resolution_inferer(None, resize_to=256)(image, SlicePredictor(net))
+    assert net.sizes == [(256, 256)] and whole.shape == (1, 4, 512, 512)
+
+
 def test_resize_predict_resize_returns_the_image_size():
     net = medsam_ft.build_network("decoder_only", backbone="vit_tiny", num_classes=3, image_size=32).eval()
     image = torch.rand(1, 3, 45, 70)

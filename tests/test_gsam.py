@@ -133,3 +133,14 @@ def test_patch_stride_8_doubles_the_output_resolution():
     net = medsam_ft.build_network("gsam", **{**TINY, "cnn": None, "patch_stride": 8})
     assert net.output_stride == 2
     assert net(torch.rand(1, 3, 64, 80)).shape == (1, 3, 32, 40)
+
+
+@pytest.mark.parametrize("pixel_norm", [None, "sam", {"mean": [0.2, 0.3, 0.4], "std": [0.5, 0.6, 0.7]}])
+def test_cnn_branch_gets_imagenet_statistics(pixel_norm):
+    """The ResNet branch sees ImageNet-normalised pixels whatever the transformer branch is fed."""
+    net = medsam_ft.build_network("gsam", backbone="lite_medsam", num_classes=2, image_size=32, cnn="resnet18",
+                                  pixel_norm=pixel_norm)
+    cnn = net.image_encoder.cnn
+    image = torch.rand(1, 3, 16, 16)
+    imagenet = (image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(net.normalise(image) * cnn.input_scale + cnn.input_shift, imagenet, atol=1e-3, rtol=1e-3)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,8 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
 from medsam_ft.backbones import Backbone
+from medsam_ft.backbones.base import SAM_PIXEL_MEAN as IMAGENET_MEAN
+from medsam_ft.backbones.base import SAM_PIXEL_STD as IMAGENET_STD
 from medsam_ft.backbones.lite_medsam import TinyViTEncoder
 from medsam_ft.io import InputError, load_torch_file
 
@@ -114,10 +116,19 @@ class CNNEncoder(nn.Module):
 
     s = 8 without the stem's max-pool, 16 with it; C = 1024 (resnet50/101) or 256 (resnet18).
     ``weights``: a local torchvision ImageNet file for that ResNet; without one, random init.
+    The input is normalised as ``input_norm`` (``{"mean", "std"}`` on the [0, 1] scale, the
+    network's pixel normalisation) and converted to the ImageNet statistics torchvision's ResNets
+    were trained with, whatever the transformer branch is fed.
     """
 
-    def __init__(self, name: str = "resnet101", stride: int = 16, weights: str | os.PathLike | None = None):
+    def __init__(self, name: str = "resnet101", stride: int = 16, weights: str | os.PathLike | None = None,
+                 input_norm: Mapping[str, Sequence[float]] | None = None):
         super().__init__()
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        given_mean = torch.tensor(input_norm["mean"]) if input_norm else mean
+        given_std = torch.tensor(input_norm["std"]) if input_norm else std
+        self.register_buffer("input_scale", (given_std / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_shift", ((given_mean - mean) / std).view(1, 3, 1, 1), persistent=False)
         if name not in CNN_ENCODERS:
             raise ValueError(f"unknown CNN encoder {name!r}; choose one of {list(CNN_ENCODERS)}")
         if stride not in (8, 16):
@@ -135,7 +146,7 @@ class CNNEncoder(nn.Module):
         self.stride = stride
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.body(image)
+        return self.body(image * self.input_scale + self.input_shift)
 
 
 def _load_resnet_weights(resnet: nn.Module, path: str | os.PathLike, name: str) -> None:
@@ -241,6 +252,8 @@ class GSAM(SemanticSAM):
                  adapter_bottleneck: int | None = None, adapter_branches: Sequence[str] = ADAPTER_BRANCHES,
                  dilations: Sequence[int] = (12, 24, 36), adapter_scale: float = 0.5):
         super().__init__(backbone, num_classes, config)
+        if self.prompt != "none":
+            raise ValueError("GSAM is prompt-free (semantic segmentation): build it with prompt='none'")
         if patch_stride not in (8, 16):
             raise ValueError(f"GSAM patch_stride is 16 or 8, got {patch_stride}")
 
@@ -251,7 +264,7 @@ class GSAM(SemanticSAM):
         adapters: list[nn.Module] = []
         rel_pos: list[nn.Parameter] = []
         if isinstance(encoder, ImageEncoderViT):
-            cnn_encoder = CNNEncoder(cnn, patch_stride, cnn_weights) if cnn else None
+            cnn_encoder = CNNEncoder(cnn, patch_stride, cnn_weights, self.config["pixel_norm"]) if cnn else None
             for block in encoder.blocks:
                 block.mlp = AdaptedMLP(block.mlp, adapter(block.norm2.normalized_shape[0]))
                 adapters.append(block.mlp.adapter)
@@ -263,7 +276,7 @@ class GSAM(SemanticSAM):
         elif isinstance(encoder, TinyViTEncoder):
             if patch_stride != 16:
                 raise ValueError("lite_medsam has no patch embedding stride to choose: leave patch_stride at 16")
-            cnn_encoder = CNNEncoder(cnn, 8, cnn_weights) if cnn else None
+            cnn_encoder = CNNEncoder(cnn, 8, cnn_weights, self.config["pixel_norm"]) if cnn else None
             for layer in encoder.layers[1:]:
                 for block in layer.blocks:
                     block.mlp = AdaptedMLP(block.mlp, adapter(block.dim), grid=lambda b=block: b.input_resolution)
