@@ -11,11 +11,14 @@ slice of the training and validation cases), ``OUTDIR/test_vol_h5`` and ``OUTDIR
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+from medsam_ft.data.datasets import TRANSUNET_META
 from medsam_ft.data import load_volumes, make_datalist, read_datalist, write_datalist, write_h5_volume, write_npz_slice
+from medsam_ft.io import InputError
 from medsam_ft.transforms import volume_transforms
 
 
@@ -43,18 +46,23 @@ def write_transunet_layout(datalist: dict[str, Any], out_dir: str | os.PathLike)
     lists.mkdir(parents=True, exist_ok=True)
     (lists / "train.txt").write_text("".join(f"{n}\n" for n in train_names))
     (lists / "test_vol.txt").write_text("".join(f"{n}\n" for n in test_names))
+    (out_dir / TRANSUNET_META).write_text(json.dumps({"axcodes": "RAS"}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw", type=Path, required=True, help="folder with img/imgNNNN.nii.gz and label/labelNNNN.nii.gz")
     parser.add_argument("--out", type=Path, required=True, help="datalist JSON to write (e.g. RAW/datalist.json)")
-    parser.add_argument("--val-cases", type=int, default=2, help="validation cases taken out of the training cases")
+    parser.add_argument("--val-cases", type=int, default=2,
+                        help="validation cases taken out of the training cases (0: none, SAMed's protocol)")
     parser.add_argument("--seed", type=int, default=0, help="seed choosing the validation cases")
     parser.add_argument("--transunet", type=Path, default=None, help="also write the TransUNet npz/h5 layout here")
     args = parser.parse_args(argv)
 
-    datalist = make_datalist(args.raw, val_cases=args.val_cases, seed=args.seed)
+    try:
+        datalist = make_datalist(args.raw, val_cases=args.val_cases, seed=args.seed)
+    except InputError as err:
+        parser.exit(1, f"error: {err}\n")
     write_datalist(datalist, args.out, args.raw)
     counts = ", ".join(f"{len(datalist[s])} {s}" for s in ("training", "validation", "test"))
     print(f"wrote {args.out}: {counts}")

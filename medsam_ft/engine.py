@@ -63,15 +63,18 @@ class TrainableCheckpoint:
     images were trained at, so inference predicts windows of that size (None: whole images);
     ``resize_to``: the size whole images were resized to before training crops were cut from them
     (networks of any input size, GSAM), so inference resizes alike (see :class:`SlicePredictor`);
-    ``class_colors``: [r, g, b] per class for overlays (a data set's palette); ``prompt``: ``"box"``
+    ``axcodes``: the orientation of the volume slices trained on (RAS for NIfTI; a TransUNet layout's
+    own), which evaluation and prediction slice volumes in; ``class_colors``: [r, g, b] per class for overlays (a data set's palette); ``prompt``: ``"box"``
     for a box-prompted network (predicts only with boxes), else ``"none"`` (class masks of whole
     images), read from the network.
     """
 
     def __init__(self, network: SemanticSAM, class_names: Sequence[str] | None = None,
                  hu_window: Sequence[float] | None = None, sliding_window: int | None = None,
-                 resize_to: int | None = None, class_colors: Sequence[Sequence[int]] | None = None):
+                 resize_to: int | None = None, class_colors: Sequence[Sequence[int]] | None = None,
+                 axcodes: str | None = None):
         self.network = network
+        self.axcodes = axcodes
         self.class_names = list(class_names) if class_names is not None else None
         self.hu_window = list(hu_window) if hu_window is not None else None
         self.sliding_window, self.resize_to = sliding_window, resize_to
@@ -88,6 +91,7 @@ class TrainableCheckpoint:
             "sliding_window": self.sliding_window,
             "resize_to": self.resize_to,
             "class_colors": self.class_colors,
+            "axcodes": self.axcodes,
             "prompt": "box" if self.network.prompt == "box" else "none",
             "medsam_ft_version": medsam_ft.__version__,
         }
@@ -108,9 +112,11 @@ def unwrap_checkpoint(checkpoint: Any, source: str) -> dict[str, Any]:
     if not isinstance(checkpoint, Mapping) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise InputError(source, "not a medsam_ft checkpoint (no trainable state and config inside)")
     checkpoint = dict(checkpoint)
-    # Written before networks recorded these: SAM's pixel statistics on every backbone, and box
-    # prompts only in the checkpoint's own "prompt" entry
+    # Written before networks recorded these: SAM's pixel statistics on every backbone, box
+    # prompts only in the checkpoint's own "prompt" entry, volumes always sliced RAS
     checkpoint["config"] = {"pixel_norm": "sam", "prompt": checkpoint.get("prompt", "none"), **checkpoint["config"]}
+    if checkpoint.get("hu_window") is not None and checkpoint.get("axcodes") is None:
+        checkpoint["axcodes"] = "RAS"
     return checkpoint
 
 
@@ -171,6 +177,31 @@ class LastCheckpoint:
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         logger.info("epoch %d: saved %s", engine.state.epoch, self.path)
+
+
+class BestMetricState:
+    """What ``--resume`` must restore of validation: the evaluator's best key metric (and its epoch),
+    and the best-checkpoint saver's record of it, so the first validation after resuming replaces
+    ``best.pt`` only when it beats the best of the earlier run. Give it to :class:`LastCheckpoint`.
+
+    Args:
+        evaluator: the MONAI evaluator whose ``state.best_metric`` tracks the key metric.
+        saver: the MONAI ``CheckpointSaver`` writing the key-metric checkpoint (``key_metric_filename``).
+    """
+
+    def __init__(self, evaluator: Engine, saver: Any):
+        self.evaluator, self.saver = evaluator, saver
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_metric": float(self.evaluator.state.best_metric),
+                "best_metric_epoch": int(self.evaluator.state.best_metric_epoch)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.evaluator.state.best_metric = state["best_metric"]
+        self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
+        if state["best_metric_epoch"] > 0:  # a best checkpoint was written: the saver replaces it only when beaten
+            # (the saver writes its fixed key_metric_filename whatever name its record holds)
+            self.saver.load_state_dict({"saved": [(state["best_metric"], "restored_best")]})
 
 
 class EpochSummary:

@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,16 @@ def class_ids(labels: torch.Tensor | np.ndarray) -> np.ndarray:
     return labels[0].cpu().numpy().astype(np.int64)
 
 
+def case_name(item: Mapping[str, Any], meta: Mapping[str, Any], index: int) -> str:
+    """A case's name in metric tables: its file's stem (NIfTI metadata, or a TransUNet h5 volume's
+    ``image_path``), else ``caseNNNN`` from its ``case`` id (TransUNet npz slices stacked into a
+    volume), else its position."""
+    source = meta.get("filename_or_obj") or item.get("image_path")
+    if source:
+        return volume_stem(source)
+    return f"case{int(item['case']):04d}" if item.get("case") is not None else f"case{index}"
+
+
 def _write_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """A CSV file written atomically; floats with 6 decimals."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
@@ -161,7 +171,7 @@ class VolumeMetrics:
             # Spacing of the array as it is now (after reorientation): from its affine, not the header's pixdim.
             affine = getattr(label, "affine", None)
             spacing = affine_to_spacing(affine, r=3).tolist() if affine is not None else [1.0, 1.0, 1.0]
-            name = volume_stem(meta.get("filename_or_obj", f"case{len(self.results[self.protocols[0]])}"))
+            name = case_name(item, meta, len(self.results[self.protocols[0]]))
             p, t = class_ids(pred), class_ids(label)
             for protocol in self.protocols:
                 self.results[protocol][name] = case_metrics(p, t, spacing, len(self.organs) + 1, protocol)

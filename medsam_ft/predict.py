@@ -52,9 +52,10 @@ class VolumePrediction:
 class VolumePredictor:
     """A trained 2D network over CT volumes: every axial slice, ``slice_batch_size`` at a time.
 
-    The scan is oriented RAS (MONAI ``Orientation``, as in training), windowed to ``hu_window`` and
-    scaled to [0, 1]; slices ``[1, X, Y]`` go to the device in batches (the volume stays in host
-    memory), and the class ids are oriented back to the scan's own voxel order. bf16 autocast on CUDA.
+    The scan is oriented ``axcodes`` (MONAI ``Orientation``; the orientation the network was trained
+    in, RAS for NIfTI training), windowed to ``hu_window`` and scaled to [0, 1]; slices ``[1, X, Y]``
+    go to the device in batches (the volume stays in host memory), and the class ids are oriented
+    back to the scan's own voxel order. bf16 autocast on CUDA.
     ``hu_window`` None: the scan is used as it is (already in [0, 1]); ``resize_to``: see
     :class:`~medsam_ft.engine.SlicePredictor`; ``checkpoint_info`` (path, SHA-256, config) and
     ``class_colors`` ([r, g, b] per class; None: standard organ colours) go into the outputs.
@@ -63,7 +64,9 @@ class VolumePredictor:
 
     def __init__(self, network: nn.Module, class_names: list[str], hu_window: list[float] | None,
                  resize_to: int | None = None, slice_batch_size: int = 32, device: str | torch.device | None = None,
-                 checkpoint_info: dict[str, Any] | None = None, class_colors: list[list[int]] | None = None):
+                 checkpoint_info: dict[str, Any] | None = None, class_colors: list[list[int]] | None = None,
+                 axcodes: str = "RAS"):
+        self.axcodes = axcodes
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.slice_predictor = SlicePredictor(network, resize_to=resize_to).to(self.device).eval()
         self.class_names = list(class_names)
@@ -92,13 +95,13 @@ class VolumePredictor:
         info = {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "config": checkpoint["config"],
                 "trained_with": checkpoint.get("medsam_ft_version")}
         return cls(network, class_names, checkpoint["hu_window"], checkpoint.get("resize_to"), slice_batch_size,
-                   torch_device, info, checkpoint.get("class_colors"))
+                   torch_device, info, checkpoint.get("class_colors"), checkpoint["axcodes"])
 
     @torch.inference_mode()
     def __call__(self, scan: Scan, progress: bool = False) -> VolumePrediction:
-        orientation = Orientation(axcodes="RAS", labels=RAS_LABELS)
-        ras = orientation(MetaTensor(torch.from_numpy(scan.voxels)[None], affine=torch.as_tensor(scan.affine)))
-        image = ras.as_tensor()
+        orientation = Orientation(axcodes=self.axcodes, labels=RAS_LABELS)
+        oriented = orientation(MetaTensor(torch.from_numpy(scan.voxels)[None], affine=torch.as_tensor(scan.affine)))
+        image = oriented.as_tensor()
         if scan.intensity == "hu" and self.hu_window is not None:
             low, high = self.hu_window
             image = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)(image)
@@ -114,12 +117,16 @@ class VolumePredictor:
                     logits = self.slice_predictor(slices)
                 labels[:, :, start:stop] = logits.argmax(1).to(torch.uint8).permute(1, 2, 0).cpu()
                 bar.update(stop - start)
-        ras_labels = MetaTensor(labels[None], meta=ras.meta, applied_operations=ras.applied_operations)
-        restored = orientation.inverse(ras_labels).as_tensor()[0].numpy()
+        oriented_labels = MetaTensor(labels[None], meta=oriented.meta, applied_operations=oriented.applied_operations)
+        restored = orientation.inverse(oriented_labels).as_tensor()[0].numpy()
         if restored.shape != scan.voxels.shape:
             raise RuntimeError(f"{scan.source.path}: labels {restored.shape} not restored to the scan's {scan.voxels.shape}")
-        spacing = np.linalg.norm(np.asarray(ras.affine)[:3, :3], axis=0)[:2].tolist()
-        return VolumePrediction(np.ascontiguousarray(restored, dtype=np.uint8), image, labels, spacing)
+        to_ras = Orientation(axcodes="RAS", labels=RAS_LABELS)  # the overlays' convention, whatever the network's
+        ras_image = to_ras(MetaTensor(image[None], affine=oriented.affine))
+        ras_labels = to_ras(MetaTensor(labels[None], affine=oriented.affine)).as_tensor()[0]
+        spacing = np.linalg.norm(np.asarray(ras_image.affine)[:3, :3], axis=0)[:2].tolist()
+        return VolumePrediction(np.ascontiguousarray(restored, dtype=np.uint8), ras_image.as_tensor()[0], ras_labels,
+                                spacing)
 
 
 @dataclass(frozen=True)

@@ -148,13 +148,16 @@ def volume_transforms(
     label_map: Mapping[int, int] | None = None,
     allowed_label_ids: Sequence[int] | None = None,
     with_label: bool = True,
+    axcodes: str = "RAS",
 ) -> Compose:
-    """NIfTI/DICOM paths -> checked RAS volumes: image float[1, X, Y, Z] in [0, 1], label uint8[1, X, Y, Z]."""
+    """NIfTI/DICOM paths -> checked volumes: image float[1, X, Y, Z] in [0, 1], label uint8[1, X, Y, Z],
+    oriented ``axcodes`` (RAS: X to the patient's right, Y anterior, Z superior; the slice convention
+    networks train and predict in, recorded in their checkpoints)."""
     keys = ["image", "label"] if with_label else ["image"]
     chain: list = [
         LoadImaged(keys, image_only=True),
         EnsureChannelFirstd(keys),
-        Orientationd(keys, axcodes="RAS"),
+        Orientationd(keys, axcodes=axcodes),
         ValidateImageLabeld("image", "label" if with_label else None),
         ScaleIntensityRanged("image", a_min=hu_window[0], a_max=hu_window[1], b_min=0.0, b_max=1.0, clip=True),
     ]

@@ -49,7 +49,7 @@ class BoxPromptDataset(torch.utils.data.Dataset):
         for i in range(len(samples)):
             label = torch.as_tensor(samples[i]["label"])
             self.index += [(i, int(c)) for c in torch.unique(label).tolist() if c not in (0, ignore_index)]
-        if not self.index:
+        if len(samples) and not self.index:
             raise InputError("<box prompts>", "no sample holds any object class to put a box around")
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ Three layouts are recognised in ``dataset_dir``:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -27,13 +28,14 @@ from monai.transforms import Compose
 from medsam_ft.io import InputError
 from medsam_ft.transforms import slice_transforms, volume_transforms
 
-from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
+from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, kept_slices, load_volumes
 from .datalist import SPLITS, read_datalist
 from .folder2d import LoadImage2Dd, MaskFormat
 from .synapse import SYNAPSE_CLASS_NAMES, check_pair
 from .transunet import read_npz_slice
 
 TRANSUNET_LISTS = Path("lists") / "lists_Synapse"
+TRANSUNET_META = "transunet.json"
 _NPZ_NAME = re.compile(r"case(\d+)_slice(\d+)$")
 
 
@@ -49,18 +51,25 @@ class DatasetSpec:
     allowed_label_ids: list[int] | None
     splits: dict[str, list[dict[str, Any]]]
     mask_format: MaskFormat | None = None
+    axcodes: str | None = None  # volumes: the orientation of their slice arrays (None: 2D images)
 
     def load_transform(self, with_label: bool = True) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
         if self.layout == "folder2d":
             return LoadImage2Dd(self.mask_format if with_label else None)
         if self.layout == "transunet":
             return LoadTransUNetd()
-        return volume_transforms(self.hu_window, self.label_map, self.allowed_label_ids, with_label=with_label)
+        return volume_transforms(self.hu_window, self.label_map, self.allowed_label_ids, with_label=with_label,
+                                 axcodes=self.axcodes)
 
 
 def open_dataset(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | None = None,
-                 val_cases: int = 2, seed: int = 0) -> DatasetSpec:
-    """Open ``dataset_dir`` (a datalist's folder, or the TransUNet layout); every listed file is checked."""
+                 val_cases: int = 2, seed: int = 0, axcodes: str | None = None) -> DatasetSpec:
+    """Open ``dataset_dir`` (a datalist's folder, or the TransUNet layout); every listed file is checked.
+
+    ``axcodes``: the orientation volumes are sliced in (a checkpoint's, to evaluate it as it was
+    trained). NIfTI datalists are reoriented to it (default RAS); the TransUNet layout's arrays have
+    the orientation they were written in (:func:`transunet_axcodes`), and another is refused.
+    """
     root = Path(dataset_dir)
     if not root.is_dir():
         raise InputError(root, "dataset folder not found")
@@ -77,6 +86,7 @@ def open_dataset(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | N
                 raise InputError(datalist_path, f"has no valid mask_format ({type(err).__name__}: {err}); "
                                                 "remake it with `python -m data_prep.folder2d`") from None
             return DatasetSpec(root, "folder2d", class_names, None, None, None, splits, mask_format)
+        axcodes = axcodes or "RAS"
         for items in splits.values():
             for item in items:
                 check_pair(Path(item["image"]), Path(item["label"]))
@@ -84,10 +94,14 @@ def open_dataset(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | N
         return DatasetSpec(
             root, "nifti", class_names, list(listed.get("hu_window", (-125, 275))),
             {int(k): int(v) for k, v in label_map.items()} if label_map else None,
-            listed.get("allowed_label_ids"), splits,
+            listed.get("allowed_label_ids"), splits, axcodes=axcodes,
         )
     if (root / TRANSUNET_LISTS / "train.txt").is_file():
-        return _open_transunet(root, val_cases, seed)
+        spec = _open_transunet(root, val_cases, seed)
+        if axcodes is not None and axcodes != spec.axcodes:
+            raise InputError(root, f"holds TransUNet arrays oriented {spec.axcodes} ({TRANSUNET_META}), but a network "
+                                   f"sliced {axcodes} is asked for; evaluate it on the NIfTI volumes instead")
+        return spec
     raise InputError(root, f"holds neither {datalist_path.name} (make it with `python -m data_prep.synapse` "
                            "or `python -m data_prep.folder2d`) "
                            f"nor the TransUNet layout ({TRANSUNET_LISTS}/train.txt)")
@@ -115,7 +129,28 @@ def _open_transunet(root: Path, val_cases: int, seed: int) -> DatasetSpec:
     validation = [{"slices": sorted(slices[c], key=lambda s: s["slice"]), "case": c} for c in val_ids]
     training = [s for c in cases if c not in val_ids for s in slices[c]]
     return DatasetSpec(root, "transunet", list(SYNAPSE_CLASS_NAMES), [-125.0, 275.0], None, None,
-                       {"training": training, "validation": validation, "test": test})
+                       {"training": training, "validation": validation, "test": test}, axcodes=transunet_axcodes(root))
+
+
+def transunet_axcodes(root: str | os.PathLike) -> str:
+    """The orientation of a TransUNet layout's arrays (read back as ``[1, X, Y(, Z)]``).
+
+    ``python -m data_prep.synapse --transunet`` writes volumes reoriented RAS, as NIfTI training sees
+    them, and says so in ``transunet.json``. The original authors' files carry no such record: they
+    keep each scan's stored voxel order (SimpleITK arrays of DICOM-derived NIfTI), LPS for the
+    Synapse scans (X to the patient's left, Y posterior: the liver on the image's left, anterior up,
+    as their figures show). Another convention: write ``{"axcodes": "..."}`` to ``transunet.json``.
+    """
+    meta = Path(root) / TRANSUNET_META
+    if not meta.is_file():
+        return "LPS"
+    try:
+        axcodes = json.loads(meta.read_text())["axcodes"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(meta, f"is not {{\"axcodes\": \"RAS\"}} or similar ({type(err).__name__}: {err})") from None
+    if not (isinstance(axcodes, str) and len(axcodes) == 3 and set(axcodes) <= set("LRAPSI")):
+        raise InputError(meta, f"axcodes {axcodes!r} are not three of L/R, A/P, S/I")
+    return axcodes
 
 
 class CheckedDataset(torch.utils.data.Dataset):
@@ -152,6 +187,9 @@ def slice_dataset(spec: DatasetSpec, image_size: int | None, augment: str = "sam
     if spec.layout == "folder2d":
         return CheckedDataset(items, Compose([spec.load_transform(), transform]))
     if spec.layout == "transunet" and split == "training":
+        if keep_empty < 1:  # one slice per file: read each label once to know which are empty
+            has_organ = [bool(read_npz_slice(item["image"])["label"].any()) for item in items]
+            items = [items[i] for i in kept_slices(has_organ, keep_empty, np.random.default_rng(seed))]
         return CheckedDataset(items, Compose([LoadTransUNetd(), transform]))
     if spec.layout == "transunet" and split == "validation":
         volumes = [_stack_npz_case(item) for item in items]
@@ -160,15 +198,16 @@ def slice_dataset(spec: DatasetSpec, image_size: int | None, augment: str = "sam
     return VolumeSliceDataset(volumes, transform, keep_empty=keep_empty, seed=seed)
 
 
-def evaluation_dataset(spec: DatasetSpec, split: str) -> torch.utils.data.Dataset:
+def evaluation_dataset(spec: DatasetSpec, split: str, allow_empty: bool = False) -> torch.utils.data.Dataset:
     """Whole volumes of ``split`` (image float[1, X, Y, Z], label [1, X, Y, Z]), read lazily.
 
     For a 2D data set: whole images at their own size (image float[1 or 3, H, W], label uint8[1, H, W]).
+    ``allow_empty``: an empty split gives an empty dataset (training without validation) instead of an error.
     """
     if split not in spec.splits:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(spec.splits)}")
     items = spec.splits[split]
-    if not items:
+    if not items and not allow_empty:
         raise InputError(spec.root, f"the {split!r} split is empty")
     if spec.layout == "transunet" and split == "validation":
         return CheckedDataset(items, _stack_npz_case)

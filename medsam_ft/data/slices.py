@@ -43,6 +43,12 @@ class LoadTransUNetd(MapTransform):
         return d
 
 
+def kept_slices(has_organ: Sequence[bool], keep_empty: float, rng: np.random.Generator) -> list[int]:
+    """Indices of the slices to train on: every slice with an organ, and a ``keep_empty`` fraction
+    (drawn with ``rng``) of those without any."""
+    return [z for z, organ in enumerate(has_organ) if organ or rng.random() < keep_empty]
+
+
 class VolumeSliceDataset(torch.utils.data.Dataset):
     """Every axial slice of preloaded volumes, as 2D samples.
 
@@ -60,7 +66,7 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
         self.index = []
         for v, volume in enumerate(self.volumes):
             has_organ = torch.as_tensor(volume["label"]).flatten(0, -2).any(dim=0).tolist()
-            self.index += [(v, z) for z, organ in enumerate(has_organ) if organ or rng.random() < keep_empty]
+            self.index += [(v, z) for z in kept_slices(has_organ, keep_empty, rng)]
 
     def __len__(self) -> int:
         return len(self.index)

@@ -79,7 +79,11 @@ def make_datalist(
     """A MONAI datalist (paths relative to ``raw_dir``) with the TransUNet split.
 
     Test: the TransUNet test cases present; validation: ``val_cases`` of the other cases, drawn with
-    ``seed`` and removed from training; training: the rest.
+    ``seed`` and removed from training (0: none, SAMed's protocol); training: the rest. A folder of
+    test cases only gives a datalist of its test split alone.
+
+    Raises:
+        InputError: a bad image/label pair, or more validation cases asked for than training cases allow.
     """
     raw_dir = Path(raw_dir)
     cases = find_raw_cases(raw_dir)
@@ -87,9 +91,11 @@ def make_datalist(
         check_pair(image, label)
     test_ids = [c for c in sorted(cases) if c in set(test_cases)]
     train_ids = [c for c in sorted(cases) if c not in set(test_cases)]
-    if val_cases >= len(train_ids):
-        raise ValueError(f"{raw_dir}: {len(train_ids)} training cases cannot give {val_cases} validation cases")
-    val_ids = sorted(np.random.default_rng(seed).choice(train_ids, size=val_cases, replace=False).tolist())
+    if val_cases < 0 or (train_ids and val_cases >= len(train_ids)):
+        raise InputError(raw_dir, f"holds {len(train_ids)} training cases: they cannot give {val_cases} validation "
+                                  f"cases and leave some to train on (--val-cases 0 to {max(len(train_ids) - 1, 0)})")
+    val_ids = sorted(np.random.default_rng(seed).choice(train_ids, size=val_cases, replace=False).tolist()) \
+        if train_ids else []
     train_ids = [c for c in train_ids if c not in val_ids]
 
     def entries(ids: list[int]) -> list[dict[str, Any]]:
