@@ -1,4 +1,5 @@
-"""The papers' losses, on low-resolution logits against the label downsampled with nearest."""
+"""The papers' losses: on low-resolution logits against the label downsampled with nearest (SAMed),
+or on logits upsampled to the label's resolution (GSAM, CAD)."""
 
 from __future__ import annotations
 
@@ -24,21 +25,27 @@ class SegmentationLoss(nn.Module):
     CAD: CE + soft IoU (``jaccard=True``); GSAM: CE alone. Dice: softmax over the C classes,
     background included, squared denominator, one Dice per class computed over the whole batch,
     averaged over classes (``jaccard``: soft IoU instead). Focal: ``(1 - p_t)^gamma`` times the
-    pixel's CE. The label is downsampled (nearest) to the logits' size, as SAMed supervises its
-    low-resolution logits. Pixels labelled ``ignore_index`` count in no term (MONAI's
-    ``DiceCELoss`` has no ignore value; CE and focal are means over labelled pixels).
+    pixel's CE. Resolution: by default the label is downsampled (nearest) to the logits' size, as
+    SAMed supervises its low-resolution logits; ``upsample_logits`` instead resizes the logits
+    (bilinear) to the label's size, as the GSAM and CAD references do (thin structures such as
+    membranes alias when the label is downsampled). Pixels labelled ``ignore_index`` count in no
+    term (MONAI's ``DiceCELoss`` has no ignore value; CE and focal are means over labelled pixels).
 
     forward: logits float[B, C, h, w], label long[B, 1, H, W] -> scalar.
     """
 
     def __init__(self, ce_weight: float = 0.2, dice_weight: float = 0.8, focal_weight: float = 0.0,
-                 focal_gamma: float = 2.0, jaccard: bool = False, ignore_index: int = IGNORE_INDEX):
+                 focal_gamma: float = 2.0, jaccard: bool = False, ignore_index: int = IGNORE_INDEX,
+                 upsample_logits: bool = False):
         super().__init__()
+        self.upsample_logits = upsample_logits
         self.ce_weight, self.dice_weight, self.focal_weight = ce_weight, dice_weight, focal_weight
         self.focal_gamma, self.ignore_index = focal_gamma, ignore_index
         self.dice = DiceLoss(include_background=True, squared_pred=True, batch=True, jaccard=jaccard)
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.upsample_logits and tuple(logits.shape[-2:]) != tuple(label.shape[-2:]):
+            logits = F.interpolate(logits, size=tuple(label.shape[-2:]), mode="bilinear", align_corners=False)
         label = downsample_label(label, tuple(logits.shape[-2:]))[:, 0]
         valid = (label != self.ignore_index).unsqueeze(1)
         count = valid.sum().clamp(min=1)

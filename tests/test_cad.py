@@ -90,3 +90,16 @@ def test_cache_is_refused_for_random_inputs():
     assert embedding_cache_for(True, "samed", None) is None
     assert embedding_cache_for(True, "none", 128) is None
     assert embedding_cache_for(False) is None
+
+
+def test_adapter_sees_the_image_at_its_own_size():
+    """The reference feeds the adapter 512-px images and the encoder 1024: half by default."""
+    net = medsam_ft.build_network("cad", backbone="vit_tiny", num_classes=2, image_size=64, stem="strided")
+    seen = []
+    net.adapter.register_forward_hook(lambda module, args, output: seen.append(tuple(args[0].shape[-2:])))
+    with torch.no_grad():
+        net(torch.rand(1, 3, 80, 80))
+    assert seen == [(32, 32)]
+    other = medsam_ft.build_network("cad", backbone="vit_tiny", num_classes=2, image_size=64, stem="strided",
+                                    adapter_size=48)
+    assert other.adapter_size == 48 and other.config["adapter_size"] == 48

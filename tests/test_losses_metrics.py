@@ -197,3 +197,15 @@ def test_image_metrics_per_image_and_dataset_level(tmp_path):
     assert rows[0] == "image,polyp_dice,polyp_iou" and rows[1].startswith("big,1.000000") and rows[3] == "empty,nan,nan"
     classes = (tmp_path / "metrics_classes.csv").read_text().splitlines()
     assert classes[0] == "class,iou,f1,precision,recall,image_dice,image_iou" and classes[-1].startswith("mean,")
+
+
+def test_loss_on_upsampled_logits_sees_thin_structures():
+    """A 1-px membrane vanishes from a label downsampled x4 (SAMed's way); on logits upsampled to the
+    label (GSAM's and CAD's way) a network that misses it pays for it."""
+    label = torch.zeros(1, 1, 64, 64, dtype=torch.long)
+    label[..., 33, :] = 1  # not on the x4 nearest-sampling grid
+    logits = torch.zeros(1, 2, 16, 16)
+    logits[:, 0] = 5.0  # background everywhere: the membrane missed
+    low = SegmentationLoss(ce_weight=1.0, dice_weight=0.0)(logits, label)
+    full = SegmentationLoss(ce_weight=1.0, dice_weight=0.0, upsample_logits=True)(logits, label)
+    assert low < 0.01 and full > 0.05  # the membrane: 64 of 4096 pixels at CE ~5

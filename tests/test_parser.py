@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import medsam_ft
+import monai.data
 from medsam_ft.data import BoxPromptDataset, grow_box, mask_box
 from medsam_ft.engine import SlicePredictor
 from medsam_ft.losses import SegmentationLoss
@@ -125,3 +126,15 @@ def test_box_prompted_forward():
         semantic(torch.rand(1, 3, 64, 64), boxes[:1])
     with pytest.raises(ValueError, match="is box-prompted"):
         net(torch.rand(1, 3, 64, 64))
+
+
+def test_box_jitter_reseeded_per_worker_and_small_objects_left_out():
+    label = torch.zeros(1, 40, 50, dtype=torch.long)
+    label[0, 10:30, 10:30] = 1  # 400 px
+    label[0, 35:38, 40:44] = 2  # 12 px
+    samples = [{"image": torch.rand(3, 40, 50), "label": label}] * 8
+    assert {BoxPromptDataset(samples, min_pixels=100)[k]["organ"] for k in range(8)} == {1}
+    boxes = BoxPromptDataset(samples, max_jitter=20, seed=0, min_pixels=100)
+    loader = monai.data.DataLoader(boxes, batch_size=4, num_workers=2)
+    first, second = (batch["box"] for batch in loader)  # one batch from each worker
+    assert not torch.equal(first, second)  # each worker has its own jitter stream

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.transforms import Randomizable
 
 from medsam_ft.io import InputError
 
@@ -31,24 +32,27 @@ def grow_box(box: torch.Tensor, amounts: np.ndarray, height: int, width: int) ->
     return torch.minimum(torch.clamp(grown, min=0.0), torch.tensor([width - 1.0, height - 1.0] * 2))
 
 
-class BoxPromptDataset(torch.utils.data.Dataset):
+class BoxPromptDataset(Randomizable, torch.utils.data.Dataset):
     """One item per (sample, class present in its label) of a 2D dataset of ``{"image", "label"}``.
 
     Item: ``image`` float[3, H, W], ``box`` float[4], ``label`` long[1, H, W] (1 inside that class,
     0 elsewhere, the ignore value kept), ``organ`` the class id. ``fixed``: every side grown by
-    ``eval_jitter``; else by a random 0..``max_jitter`` (``seed``). The samples must be deterministic
-    (no random augmentation): their boxes are indexed once, at construction.
+    ``eval_jitter``; else by a random 0..``max_jitter`` (``seed``; reseeded per DataLoader worker,
+    like MONAI's random transforms). ``min_pixels``: (sample, class) pairs whose object has no more
+    pixels than this are left out (SAM-PARSER keeps objects of more than 100 pixels). The samples
+    must be deterministic (no random augmentation): their boxes are indexed once, at construction.
     """
 
     def __init__(self, samples: torch.utils.data.Dataset, max_jitter: int = 20, fixed: bool = False,
-                 eval_jitter: int = 10, seed: int = 0, ignore_index: int = 255):
+                 eval_jitter: int = 10, seed: int = 0, ignore_index: int = 255, min_pixels: int = 0):
         self.samples, self.max_jitter, self.fixed, self.eval_jitter = samples, max_jitter, fixed, eval_jitter
         self.ignore_index = ignore_index
-        self.rng = np.random.default_rng(seed)
+        self.set_random_state(seed)
         self.index: list[tuple[int, int]] = []
         for i in range(len(samples)):
-            label = torch.as_tensor(samples[i]["label"])
-            self.index += [(i, int(c)) for c in torch.unique(label).tolist() if c not in (0, ignore_index)]
+            classes, counts = torch.unique(torch.as_tensor(samples[i]["label"]), return_counts=True)
+            self.index += [(i, int(c)) for c, n in zip(classes.tolist(), counts.tolist())
+                           if c not in (0, ignore_index) and n > min_pixels]
         if len(samples) and not self.index:
             raise InputError("<box prompts>", "no sample holds any object class to put a box around")
 
@@ -61,7 +65,7 @@ class BoxPromptDataset(torch.utils.data.Dataset):
         label = torch.as_tensor(sample["label"])
         inside = label[0] == organ
         height, width = inside.shape
-        amounts = np.full(4, self.eval_jitter) if self.fixed else self.rng.integers(0, self.max_jitter + 1, size=4)
+        amounts = np.full(4, self.eval_jitter) if self.fixed else self.R.randint(0, self.max_jitter + 1, size=4)
         binary = torch.where(label == self.ignore_index, label, inside[None].long())
         return {"image": sample["image"], "box": grow_box(mask_box(inside), amounts, height, width),
                 "label": binary.long(), "organ": organ}

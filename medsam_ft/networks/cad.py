@@ -79,14 +79,17 @@ class ConvAdapter(nn.Module):
 class CAD(SemanticSAM):
     """CAD behind the network contract (``forward(image) -> logits float[B, C, H/s, W/s]``).
 
-    Options: ``tau``, ``stem``, ``adapter_channels``. The paper prompts the decoder with a box around
+    Options: ``tau``, ``stem``, ``adapter_channels``, ``adapter_size`` (the side the adapter sees the
+    image at, apart from the encoder's; None: half the encoder's, as the reference feeds the adapter
+    512-px images and the encoder 1024). The paper prompts the decoder with a box around
     the whole image: ``build_network("cad", ..., prompt="whole_image_box")``. Trained: the adapter
     and the mask decoder.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, config: dict, *, tau: float = 0.25,
-                 stem: str = "paper", adapter_channels: int | None = None):
+                 stem: str = "paper", adapter_channels: int | None = None, adapter_size: int | None = None):
         super().__init__(backbone, num_classes, config)
+        self.adapter_size = adapter_size or self.image_size // 2
         self.adapter = ConvAdapter(self.mask_decoder.transformer_dim, adapter_channels, tau=tau, stem=stem)
         self.set_trainable([self.adapter, self.mask_decoder])
 
@@ -97,7 +100,9 @@ class CAD(SemanticSAM):
         return self
 
     def image_embeddings(self, image: torch.Tensor) -> torch.Tensor:
-        """The frozen encoder's embedding (no autograd) plus the adapter's: float[B, D, h, w]."""
-        resized = self.resize_input(image)
-        embeddings = self.encode(self.normalise(resized))
-        return embeddings + self.adapter(resized, tuple(embeddings.shape[-2:]))
+        """The frozen encoder's embedding (no autograd; the image at the encoder's size) plus the
+        adapter's (the image at ``adapter_size``): float[B, D, h, w]."""
+        embeddings = self.encode(self.preprocess(image))
+        adapter_input = F.interpolate(image, size=(self.adapter_size, self.adapter_size), mode="bilinear",
+                                      align_corners=False)
+        return embeddings + self.adapter(adapter_input, tuple(embeddings.shape[-2:]))
