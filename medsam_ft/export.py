@@ -153,6 +153,34 @@ def write_color_table(path: str | os.PathLike, class_names: Sequence[str], color
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+def referenceable(dataset: pydicom.Dataset, path: str | os.PathLike) -> pydicom.Dataset:
+    """A source image as scanners and anonymisers write it, made what a SEG can reference.
+
+    - SOP Class / Instance UID missing or empty in the data set: taken from the file meta information
+      (Media Storage SOP Class / Instance UID), which holds the same values by the standard (PS3.10 7.1);
+    - an empty Specific Character Set: removed (absent = the default repertoire, PS3.3 C.12.1.1.2).
+
+    Raises:
+        InputError: a UID that neither the data set nor the file meta holds (nothing to reference).
+    """
+    meta = getattr(dataset, "file_meta", None)
+    for keyword, meta_keyword in (("SOPClassUID", "MediaStorageSOPClassUID"),
+                                  ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+        if not str(dataset.get(keyword, "") or "").strip():
+            value = str(getattr(meta, meta_keyword, "") or "").strip() if meta is not None else ""
+            if not value:
+                raise InputError(path, f"has no {keyword} (nor {meta_keyword} in its file meta): a DICOM SEG "
+                                       "cannot reference it")
+            setattr(dataset, keyword, value)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        if not str(dataset.get(keyword, "") or "").strip():
+            raise InputError(path, f"has no {keyword}: a DICOM SEG cannot reference its series")
+    charset = dataset.get("SpecificCharacterSet")
+    if charset is not None and not any(str(c).strip() for c in (charset if isinstance(charset, list) else [charset])):
+        del dataset.SpecificCharacterSet
+    return dataset
+
+
 def write_dicom_seg(path: str | os.PathLike, labels: np.ndarray, source_files: Sequence[os.PathLike],
                     class_names: Sequence[str], colors: np.ndarray, algorithm_name: str) -> None:
     """A DICOM Segmentation (highdicom, binary) of the series ``source_files`` (file k = slice
@@ -162,7 +190,9 @@ def write_dicom_seg(path: str | os.PathLike, labels: np.ndarray, source_files: S
     sources = []
     for file in source_files:
         try:
-            sources.append(pydicom.dcmread(file, stop_before_pixels=True))
+            sources.append(referenceable(pydicom.dcmread(file, stop_before_pixels=True), file))
+        except InputError:
+            raise
         except Exception as err:  # pydicom raises many types for unreadable files
             raise InputError(file, f"not a readable DICOM file ({type(err).__name__}: {err})") from None
     if len(sources) != labels.shape[2]:

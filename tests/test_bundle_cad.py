@@ -12,7 +12,7 @@ def test_cad_2d_trains_and_reports_per_image_dice(tmp_path, run_bundle, shapes_d
     data = shapes_dataset(tmp_path / "polyps", "background,polyp", count=6, seed=3, val_fraction=0.34)
     out = tmp_path / "run"
     log = run_bundle(BUNDLES / "cad_2d" / "train.json", "--dataset_dir", str(data), "--output_dir", str(out),
-                     "--stem", "strided", *TINY)
+                     "--stem", "strided", "--adapter_size", "32", *TINY)
     assert "epoch 2/2: mean loss" in log and "embedding cache off" not in log
     net, checkpoint = load_checkpoint(out / "best.pt")
     assert checkpoint["config"]["method"] == "cad" and checkpoint["config"]["prompt"] == "whole_image_box"

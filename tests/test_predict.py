@@ -369,3 +369,63 @@ def test_command_line_exit_status_and_message(checkpoint, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert f"error: {tmp_path / 'missing.nii.gz'}: not found" in result.stderr and "Traceback" not in result.stderr
+
+
+DCMQI = Path(__file__).parent / "data" / "dcmqi_ct3slice"
+
+
+def _seg_matches(seg_path: Path, series: Path, labels: np.ndarray) -> None:
+    """The DICOM SEG references ``series`` (file-meta SOP UIDs, the way a PACS identifies instances)
+    and its frames, by source instance, equal ``labels`` [I, J, K]."""
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(seg_path))
+    sources = [pydicom.dcmread(f) for f in read_scan(find_scans(series)[0]).dicom_files]  # file k: slice k
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == sources[0].SeriesInstanceUID
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID and seg.PatientID == sources[0].PatientID
+    uids = [s.file_meta.MediaStorageSOPInstanceUID for s in sources]
+    referenced = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == set(uids)
+    if labels.any():
+        pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
+                                                   segment_numbers=list(range(1, 9)), ignore_spatial_locations=True)
+        np.testing.assert_array_equal(pixels, labels.transpose(2, 1, 0))
+
+
+def test_real_scanner_series_geometry_and_dicom_seg(checkpoint, tmp_path):
+    """A GE CT series as the scanner wrote it (dcmqi's test data: empty SpecificCharacterSet, one-component
+    patient name): its geometry equals what another reader made of it (dcmqi's NRRD label on the same
+    grid, LPS), it is predicted, and its DICOM SEG reads back; then the same series anonymised the way
+    some tools do it (SOP Class / Instance UID emptied in the data set, kept in the file meta)."""
+    scan = read_scan(find_scans(DCMQI)[0])
+    liver, header = nrrd.read(str(DCMQI / "liver_seg.nrrd"))
+    assert scan.voxels.shape == liver.shape == (512, 512, 3) and scan.voxels.min() == -3024
+    lps = np.eye(4)
+    lps[:3, :3], lps[:3, 3] = np.asarray(header["space directions"]).T, header["space origin"]
+    np.testing.assert_allclose(scan.affine, LPS_TO_RAS @ lps, atol=1e-3)
+
+    assert _predict("--checkpoint", str(checkpoint), "--input", str(DCMQI), "--output", str(tmp_path / "out"),
+                    "--dicom-seg") == 0
+    labels = np.asarray(nib.load(tmp_path / "out" / "dcmqi_ct3slice_seg.nii.gz").dataobj)
+    _seg_matches(tmp_path / "out" / "dcmqi_ct3slice_seg.dcm", DCMQI, labels)
+
+    anonymised = tmp_path / "anonymised"
+    anonymised.mkdir()
+    for file in sorted(DCMQI.glob("*.dcm")):
+        dataset = pydicom.dcmread(file)
+        dataset.SOPClassUID, dataset.SOPInstanceUID = "", ""
+        dataset.save_as(anonymised / file.name, enforce_file_format=True)
+    assert _predict("--checkpoint", str(checkpoint), "--input", str(anonymised), "--output", str(tmp_path / "anon"),
+                    "--dicom-seg") == 0
+    _seg_matches(tmp_path / "anon" / "anonymised_seg.dcm", anonymised,
+                 np.asarray(nib.load(tmp_path / "anon" / "anonymised_seg.nii.gz").dataobj))
+
+
+def test_dicom_seg_refuses_a_series_it_cannot_reference(checkpoint, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in sorted(DCMQI.glob("*.dcm")):
+        dataset = pydicom.dcmread(file)
+        dataset.SOPInstanceUID = ""
+        del dataset.file_meta.MediaStorageSOPInstanceUID
+        dataset.save_as(broken / file.name, enforce_file_format=False)
+    _refused(capsys, "--checkpoint", str(checkpoint), "--input", str(broken), "--output", str(tmp_path / "out"),
+             "--dicom-seg", names=broken / "03.dcm", says="has no SOPInstanceUID")  # 03.dcm: the first slice

@@ -89,8 +89,12 @@ class CAD(SemanticSAM):
     def __init__(self, backbone: Backbone, num_classes: int, config: dict, *, tau: float = 0.25,
                  stem: str = "paper", adapter_channels: int | None = None, adapter_size: int | None = None):
         super().__init__(backbone, num_classes, config)
-        self.adapter_size = adapter_size or self.image_size // 2
         self.adapter = ConvAdapter(self.mask_decoder.transformer_dim, adapter_channels, tau=tau, stem=stem)
+        self.adapter_size = adapter_size or self.image_size // 2
+        smallest = self.adapter_size // ((4 if stem == "strided" else 1) * 2 ** len(self.adapter.blocks))
+        if smallest < 1:
+            raise ValueError(f"CAD's adapter at {self.adapter_size} px with the {stem} stem pools its last block to "
+                             f"{smallest} px; give a larger adapter_size (or image_size)")
         self.set_trainable([self.adapter, self.mask_decoder])
 
     def train(self, mode: bool = True) -> CAD:
