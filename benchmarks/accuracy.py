@@ -53,7 +53,6 @@ def train_for_budget(method: str, dataset_dir: Path, output_dir: Path, budget_s:
                    "max_epochs": 100_000, "val_interval": 100_000, "num_workers": 0, "progress": False, **overrides})
     if method == "decoder_only":
         parser["method"] = "decoder_only"
-        parser["network_def"] = {key: value for key, value in parser["network_def"].items() if key != "rank"}
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     TimeBudget(budget_s).attach(trainer)

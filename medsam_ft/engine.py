@@ -200,8 +200,9 @@ class BestMetricState:
         self.evaluator.state.best_metric = state["best_metric"]
         self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
         if state["best_metric_epoch"] > 0:  # a best checkpoint was written: the saver replaces it only when beaten
-            # (the saver writes its fixed key_metric_filename whatever name its record holds)
-            self.saver.load_state_dict({"saved": [(state["best_metric"], "restored_best")]})
+            # Ignite Checkpoint's state: its "_saved" list of (priority, filename); the saver writes its fixed
+            # key_metric_filename whatever name the record holds
+            self.saver.load_state_dict({"_saved": [(state["best_metric"], "restored_best")]})
 
 
 class EpochSummary:

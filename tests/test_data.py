@@ -18,11 +18,15 @@ from medsam_ft.data import (
     VolumeSliceDataset,
     load_volumes,
     make_datalist,
+    open_dataset,
     read_datalist,
     read_h5_volume,
     read_npz_slice,
+    slice_dataset,
+    write_npz_slice,
 )
 from medsam_ft.io import InputError, write_nifti
+from medsam_ft.metrics import case_name
 from medsam_ft.transforms import RandRotFlipOrRotated, augmentation, slice_transforms, volume_transforms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,6 +241,42 @@ def test_transunet_layout_round_trip(phantom_dir, tmp_path):
     np.savez(bad, image=np.zeros((4, 4)))
     with pytest.raises(InputError, match="bad.npz: not a TransUNet npz slice"):
         read_npz_slice(bad)
+    # the layout says its orientation (RAS, as written); organ-free slices can be left out of training
+    empty = "case0005_slice999"  # the phantoms have organs in every slice: add one without
+    write_npz_slice(out / "train_npz" / f"{empty}.npz", np.zeros((8, 8)), np.zeros((8, 8)))
+    (out / "lists" / "lists_Synapse" / "train.txt").write_text("\n".join(train_names + [empty]) + "\n")
+    spec = open_dataset(out, val_cases=0)
+    assert spec.axcodes == "RAS" and (out / "transunet.json").is_file()
+    assert len(slice_dataset(spec, None, augment="none", keep_empty=1.0)) == len(train_names) + 1
+    kept = slice_dataset(spec, None, augment="none", keep_empty=0.0)
+    assert len(kept) == len(train_names) and all(sample["label"].any() for sample in kept)
+    with pytest.raises(InputError, match="oriented RAS"):
+        open_dataset(out, axcodes="LPS")
+
+
+def test_case_names_in_metric_tables():
+    assert case_name({}, {"filename_or_obj": "/d/img0003.nii.gz"}, 0) == "img0003"
+    assert case_name({"image_path": "/d/test_vol_h5/case0022.npy.h5"}, {}, 0) == "case0022"  # TransUNet h5
+    assert case_name({"case": torch.tensor(25)}, {}, 0) == "case0025"  # npz slices stacked into a volume
+    assert case_name({}, {}, 4) == "case4"
+
+
+def test_synapse_datalist_for_test_cases_only_and_impossible_splits(phantom_dir, tmp_path, capsys):
+    only_test = tmp_path / "test_only"
+    for sub in ("img", "label"):
+        (only_test / sub).mkdir(parents=True)
+        for case in (1, 2):
+            name = f"{sub}{case:04d}.nii.gz"
+            (only_test / sub / name).symlink_to(phantom_dir / sub / name)
+    synapse_main(["--raw", str(only_test), "--out", str(only_test / "datalist.json")])
+    listed = json.loads((only_test / "datalist.json").read_text())
+    assert [len(listed[s]) for s in ("training", "validation", "test")] == [0, 0, 2]
+    with pytest.raises(SystemExit) as exit_info:
+        synapse_main(["--raw", str(phantom_dir), "--out", str(tmp_path / "x.json"), "--val-cases", "2"])
+    assert exit_info.value.code == 1
+    message = capsys.readouterr().err
+    assert "holds 2 training cases: they cannot give 2 validation cases" in message and "Traceback" not in message
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_open_dataset_in_both_layouts(phantom_dir, tmp_path):

@@ -53,7 +53,7 @@ def test_any_size_forward_backward(gsam_tiny, size):
 def test_trainable_parts_and_no_position_table(gsam_tiny):
     state = gsam_tiny.trainable_state_dict()
     assert set(state) == {n for n, p in gsam_tiny.named_parameters() if p.requires_grad} | {
-        n for n, _ in gsam_tiny.named_buffers() if n.startswith("image_encoder.cnn.")}  # batch-norm statistics
+        n for n, _ in gsam_tiny.named_buffers() if n.startswith("image_encoder.cnn.body.")}  # batch-norm statistics
     assert not any("pos_embed" in name for name, _ in gsam_tiny.named_parameters())
     assert "image_encoder.blocks.2.attn.rel_pos_w" in state and "image_encoder.blocks.0.attn.rel_pos_w" not in state
     # adapters start as identity: the adapted block equals the pretrained one

@@ -12,7 +12,7 @@ import medsam_ft
 from medsam_ft.engine import WarmupPolyLR
 from medsam_ft.losses import SegmentationLoss
 
-SIZE, ITERATIONS, WARMUP, LR = 32, 32, 4, 1e-3
+SIZE, ITERATIONS, WARMUP, LR, BATCH = 32, 40, 4, 1e-3, 2
 
 
 def _discs(count: int, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -62,11 +62,11 @@ def test_short_training_beats_the_untrained_start(method):
     torch.manual_seed(0)
     network = medsam_ft.build_network(method, backbone="lite_medsam", num_classes=2, image_size=SIZE,
                                       **METHODS[method])
-    samples = _discs(8, seed=1)
+    samples = _discs(2 * BATCH, seed=1)
     loss_function = SegmentationLoss(ce_weight=0.2, dice_weight=0.8)
     start_loss, start_dice = _loss(network, loss_function, samples), _dice(network, samples)
 
-    loader = torch.utils.data.DataLoader(samples, batch_size=4, shuffle=True, drop_last=True,
+    loader = torch.utils.data.DataLoader(samples, batch_size=BATCH, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=LR)
     schedule = WarmupPolyLR(optimizer, max_iterations=ITERATIONS, warmup=WARMUP)
