@@ -64,7 +64,8 @@ class TrainableCheckpoint:
     ``resize_to``: the size whole images were resized to before training crops were cut from them
     (networks of any input size, GSAM), so inference resizes alike (see :class:`SlicePredictor`);
     ``axcodes``: the orientation of the volume slices trained on (RAS for NIfTI; a TransUNet layout's
-    own), which evaluation and prediction slice volumes in; ``class_colors``: [r, g, b] per class for overlays (a data set's palette); ``prompt``: ``"box"``
+    own), which evaluation and prediction slice volumes in; ``class_colors``: [r, g, b] per class for
+    overlays (a data set's palette); ``prompt``: ``"box"``
     for a box-prompted network (predicts only with boxes), else ``"none"`` (class masks of whole
     images), read from the network.
     """
