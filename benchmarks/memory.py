@@ -39,7 +39,8 @@ def measure(method: str, backbone: str, image_size: int, batch: int, steps: int,
     """Training-step peak memory of ``method`` (a :func:`parse_method` spec) in this process (call it in a fresh one)."""
     torch.manual_seed(0)
     name, options = parse_method(method)
-    net = medsam_ft.build_network(name, backbone=backbone, num_classes=num_classes, image_size=image_size, **options)
+    net = medsam_ft.build_network(name, backbone=backbone, num_classes=num_classes, image_size=image_size,
+                                  method_options=options)
     net = net.to(device).train()
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
     loss_fn = SegmentationLoss()

@@ -21,7 +21,7 @@ import torch
 import medsam_ft
 from data_prep.phantom import generate
 from data_prep.synapse import main as make_datalist
-from medsam_ft.engine import TrainableCheckpoint
+from medsam_ft.checkpoint import TrainableCheckpoint
 
 from .accuracy import BUNDLES, train_and_evaluate
 from .flops import forward_flops, training_step_flops
@@ -92,7 +92,7 @@ def count_parameters(method: str, backbone: str, image_size: int) -> dict:
 def count_flops(method: str, backbone: str, train_size: int, infer_size: int, **options) -> dict:
     """GFLOPs of one training step (batch 1, forward + backward) and one inference, 9 classes."""
     def build(size: int):
-        return medsam_ft.build_network(method, backbone=backbone, num_classes=9, image_size=size, **options)
+        return medsam_ft.build_network(method, backbone=backbone, num_classes=9, image_size=size, method_options=options)
 
     return {"method": method, "backbone": backbone, "train_size": train_size, "infer_size": infer_size,
             "train_step_gflops": training_step_flops(build(train_size), train_size) / 1e9,
@@ -121,7 +121,7 @@ def run(settings: Settings, report_path: Path, assets_dir: Path, work_dir: Path)
         results["gsam_crops"] = [
             {"crop": crop, "patch_stride": stride, "paper_gmacs": GSAM_PAPER_GMACS.get(crop),
              "gmacs": forward_flops(medsam_ft.build_network("gsam", backbone=settings.paper_backbone, num_classes=2,
-                                                            patch_stride=stride), crop) / 2e9}
+                                                            method_options={"patch_stride": stride}), crop) / 2e9}
             for stride in (16, 8) for crop in settings.gsam_crops]
     results["memory"] = [_timed(f"memory {m}", measure_in_fresh_process, m, settings.backbone, settings.image_size,
                                 settings.batch, settings.memory_steps, settings.device) for m in settings.methods]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import medsam_ft
-from medsam_ft.engine import SlicePredictor
+from medsam_ft.inference import SlicePredictor
 from medsam_ft.losses import SegmentationLoss
 from medsam_ft.predict import VolumePredictor
 from medsam_ft.scans import find_scans, read_scan
@@ -51,7 +51,8 @@ def measure_speed(method: str, backbone: str, image_size: int, batch: int, slice
     torch.manual_seed(0)
     torch_device = torch.device(device)
     name, options = parse_method(method)
-    net = medsam_ft.build_network(name, backbone=backbone, num_classes=num_classes, image_size=image_size, **options)
+    net = medsam_ft.build_network(name, backbone=backbone, num_classes=num_classes, image_size=image_size,
+                                  method_options=options)
     net = net.to(torch_device)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
     loss_fn = SegmentationLoss()

@@ -7,7 +7,8 @@ Layouts: ``DIR/images`` + ``DIR/masks`` (names set by ``--images`` / ``--masks``
 ``--mask-suffix``, e.g. ``_mask``); any of png, jpg, jpeg, tif, tiff, bmp. Splits: the split folders,
 else the user's lists (``--train-list`` / ``--val-list`` / ``--test-list``, one name per line; images
 in no list train, unless a training list is given); a training set without validation gives
-``--val-fraction`` of its images, drawn with ``--seed``. Every file is read once and checked (sizes, mask values, palette colours).
+``--val-fraction`` of its images, drawn with ``--seed``. Every file is read once and checked (sizes, mask values,
+palette colours).
 
 ``--unstack IMAGES.tif MASKS.tif`` first writes the frames of two multi-page TIFF stacks (ISBI 2012's
 ``train-volume.tif`` / ``train-labels.tif``) as ``DIR/images/NAME_NN.png`` and ``DIR/masks/NAME_NN.png``.
@@ -61,10 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--masks", default="masks", help="mask folder name")
     parser.add_argument("--mask-suffix", default="", help="mask stem = image stem + this (e.g. _mask)")
     parser.add_argument("--mask-mode", choices=("auto", "ids", "binary", "palette"), default="auto",
-                        help="class ids, binary 0/255 (thresholded), or RGB palette (auto: binary for 0/255 or JPEG masks, else ids)")
-    parser.add_argument("--palette", type=Path, default=None, help="palette JSON {'classes': {name: [r,g,b]}, 'ignore': [[r,g,b]]} or CSV name,r,g,b")
+                        help="class ids, binary 0/255 (thresholded), or RGB palette "
+                             "(auto: binary for 0/255 or JPEG masks, else ids)")
+    parser.add_argument("--palette", type=Path, default=None,
+                        help="palette JSON {'classes': {name: [r,g,b]}, 'ignore': [[r,g,b]]} or CSV name,r,g,b")
     parser.add_argument("--ignore-value", type=int, default=None, help="mask value skipped by losses and metrics (e.g. 255)")
-    parser.add_argument("--num-classes", type=int, default=None, help="number of classes incl. background (ids masks; default: largest id + 1)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="number of classes incl. background (ids masks; default: largest id + 1)")
     parser.add_argument("--class-names", default=None, help="comma-separated class names, background first")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of training images drawn for validation")
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation draw")
@@ -100,13 +104,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{len(class_names)} class names for {mask_format.num_classes} classes ({mask_format.mode} masks)")
 
     if "all" in found:
-        list_files = {s: f for s, f in (("training", args.train_list), ("validation", args.val_list), ("test", args.test_list)) if f}
+        named = (("training", args.train_list), ("validation", args.val_list), ("test", args.test_list))
+        list_files = {s: f for s, f in named if f}
         splits = assign_splits(found["all"], {s: read_name_list(f) for s, f in list_files.items()},
                                args.val_fraction, args.seed, list_files)
     else:
         splits = {split: found.get(split, []) for split in ("training", "validation", "test")}
         if not splits["validation"]:
-            splits |= {k: v for k, v in assign_splits(splits["training"], {}, args.val_fraction, args.seed).items() if k != "test"}
+            drawn = assign_splits(splits["training"], {}, args.val_fraction, args.seed)
+            splits |= {k: v for k, v in drawn.items() if k != "test"}
     if not splits["training"]:
         raise InputError(args.root, "no training images")
 

@@ -185,7 +185,8 @@ def write_dicom_series(folder: str | os.PathLike, image: np.ndarray, affine: np.
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = today
         ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
         ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
-        ds.Modality, ds.Manufacturer, ds.SeriesDescription = "CT", f"medsam_ft {medsam_ft.__version__} phantom", series_description
+        ds.Modality, ds.SeriesDescription = "CT", series_description
+        ds.Manufacturer = f"medsam_ft {medsam_ft.__version__} phantom"
         ds.SeriesNumber, ds.InstanceNumber, ds.PositionReferenceIndicator = series_number, k + 1, ""
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImageOrientationPatient = [float(v) for v in np.concatenate([along_row, along_column])]

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medsam_ft.data.datasets import TRANSUNET_META
 from medsam_ft.data import load_volumes, make_datalist, read_datalist, write_datalist, write_h5_volume, write_npz_slice
+from medsam_ft.data.datasets import TRANSUNET_META
 from medsam_ft.io import InputError
 from medsam_ft.transforms import volume_transforms
 

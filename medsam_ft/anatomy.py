@@ -60,5 +60,12 @@ _BY_WORDS = {_words(name): organ for name, organ in ORGANS.items()}
 
 
 def organ(class_name: str) -> Organ | None:
-    """The :class:`Organ` a class name denotes (``right_kidney`` -> right kidney), or None if unknown."""
+    """The organ a class name denotes.
+
+    Args:
+        class_name: e.g. ``right_kidney`` (case, spaces and underscores ignored).
+
+    Returns:
+        The :class:`Organ` (code, side, colour), or None if unknown.
+    """
     return _BY_WORDS.get(_words(class_name))

@@ -36,7 +36,14 @@ def info() -> str:
 
 
 def predict(args: argparse.Namespace) -> int:
-    """Run ``medsam-ft predict``; returns the exit status."""
+    """Run ``medsam-ft predict``.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        The exit status (1 when a scan failed).
+    """
     sources = find_scans(args.input, args.series)
     predictor = VolumePredictor.from_checkpoint(args.checkpoint, args.sam_checkpoint, args.device, args.slice_batch_size)
     options = OutputOptions(slicer=args.slicer, dicom_seg=args.dicom_seg, overlay=args.overlay)
@@ -50,6 +57,14 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``medsam-ft`` command.
+
+    Args:
+        argv: the arguments (None: ``sys.argv``).
+
+    Returns:
+        The exit status: 0, or 1 when a scan failed or the input is bad (its one-line error printed).
+    """
     parser = argparse.ArgumentParser(prog="medsam-ft", description=medsam_ft.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="versions, device, available backbones and methods")

@@ -17,7 +17,12 @@ import torch
 
 
 class InputError(ValueError):
-    """Bad user input (a file, a folder, a checkpoint): the message names it and says what is wrong."""
+    """Bad user input (a file, a folder, a checkpoint): the message names it and says what is wrong.
+
+    Args:
+        path: the file or folder at fault.
+        problem: what is wrong with it (and, where known, how to fix it).
+    """
 
     def __init__(self, path: str | os.PathLike, problem: str):
         self.path = str(path)
@@ -57,13 +62,27 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """A temporary path beside ``path``, renamed to ``path`` only if the ``with`` block succeeds.
+
+    Args:
+        path: the file to write.
+
+    Yields:
+        The temporary path to write to (removed if the block fails).
+    """
     with atomic_paths(path) as (tmp,):
         yield tmp
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    """SHA-256 of a file's bytes (read in 1 MiB blocks).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -72,15 +91,29 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented JSON, atomically.
+
+    Args:
+        path: the file.
+        obj: anything ``json.dump`` takes.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def nifti_image(array: np.ndarray, affine: np.ndarray, like: nib.Nifti1Image | None = None) -> nib.Nifti1Image:
-    """``array`` (its dtype kept) as a NIfTI image with ``affine``. ``like``: an image whose header is copied
-    (qform/sform codes, units, description), so a label volume carries its source's geometry exactly;
-    its intensity scaling is dropped. Without ``like``, qform and sform are both ``affine`` (code 1)."""
+    """An array as a NIfTI image.
+
+    Args:
+        array: the voxels (dtype kept).
+        affine: float[4, 4] voxel -> RAS mm.
+        like: an image whose header is copied (qform/sform codes, units, description), so a label
+            volume carries its source's geometry exactly; its intensity scaling is dropped. None:
+            qform and sform are both ``affine`` (code 1).
+
+    Returns:
+        The image.
+    """
     array = np.asarray(array)
     if like is None:
         image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
@@ -94,13 +127,30 @@ def nifti_image(array: np.ndarray, affine: np.ndarray, like: nib.Nifti1Image | N
 
 
 def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> None:
-    """Write ``array`` (its dtype kept) with ``affine`` as a NIfTI file, atomically."""
+    """Write an array as a NIfTI file, atomically.
+
+    Args:
+        path: the file (``.nii`` or ``.nii.gz``).
+        array: the voxels (dtype kept).
+        affine: float[4, 4] voxel -> RAS mm.
+    """
     with atomic_path(path) as tmp:
         nib.save(nifti_image(array, affine), tmp)
 
 
 def load_torch_file(path: str | os.PathLike, expected: str) -> Any:
-    """``torch.load`` (tensors and plain containers only) with an :class:`InputError` naming the file."""
+    """``torch.load`` of tensors and plain containers only (``weights_only``).
+
+    Args:
+        path: the file.
+        expected: what it should be, for the error ("a medsam_ft checkpoint").
+
+    Returns:
+        What the file holds.
+
+    Raises:
+        InputError: missing or unreadable, naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, f"checkpoint not found (expected {expected})")
@@ -114,7 +164,14 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy.h5")
 
 
 def volume_stem(path: str | os.PathLike) -> str:
-    """``/a/img0001.nii.gz`` -> ``img0001`` (also ``.nii`` and TransUNet's ``.npy.h5``)."""
+    """A volume file's name without its (double) suffix.
+
+    Args:
+        path: e.g. ``/a/img0001.nii.gz`` (also ``.nii`` and TransUNet's ``.npy.h5``).
+
+    Returns:
+        e.g. ``img0001``.
+    """
     name = Path(path).name
     for suffix in VOLUME_SUFFIXES:
         if name.endswith(suffix):
@@ -123,8 +180,18 @@ def volume_stem(path: str | os.PathLike) -> str:
 
 
 def files_by_stem(folder: str | os.PathLike, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    """``{stem: path}`` of the files in ``folder`` ending in one of ``suffixes`` (case-insensitive; hidden
-    files skipped), sorted by name. Outputs are named after stems, so two files with one stem are an error."""
+    """The files of a folder by stem (outputs are named after stems).
+
+    Args:
+        folder: the folder.
+        suffixes: the endings kept (case-insensitive); hidden files skipped.
+
+    Returns:
+        ``{stem: path}``, sorted by name.
+
+    Raises:
+        InputError: no such folder, or two files with one stem.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "folder not found")

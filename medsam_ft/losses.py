@@ -12,7 +12,15 @@ from medsam_ft.transforms import IGNORE_INDEX
 
 
 def downsample_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """long[B, 1, H, W] -> long[B, 1, h, w] by nearest-neighbour sampling (no new label values)."""
+    """A label map at the logits' resolution, by nearest-neighbour sampling (no new label values).
+
+    Args:
+        label: long[B, 1, H, W] class ids.
+        size: (h, w).
+
+    Returns:
+        long[B, 1, h, w].
+    """
     if tuple(label.shape[-2:]) == tuple(size):
         return label
     return F.interpolate(label.float(), size=size, mode="nearest").long()
@@ -32,6 +40,15 @@ class SegmentationLoss(nn.Module):
     term (MONAI's ``DiceCELoss`` has no ignore value; CE and focal are means over labelled pixels).
 
     forward: logits float[B, C, h, w], label long[B, 1, H, W] -> scalar.
+
+    Args:
+        ce_weight: weight of the cross-entropy.
+        dice_weight: weight of the Dice (or soft IoU) loss.
+        focal_weight: weight of the focal loss.
+        focal_gamma: the focal loss's gamma.
+        jaccard: soft IoU instead of Dice (CAD).
+        ignore_index: the label of pixels that count in no term.
+        upsample_logits: resize the logits to the label instead of the label to the logits.
     """
 
     def __init__(self, ce_weight: float = 0.2, dice_weight: float = 0.8, focal_weight: float = 0.0,

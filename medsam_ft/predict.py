@@ -22,16 +22,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import medsam_ft
-from medsam_ft.engine import SlicePredictor, load_checkpoint, resolve_device
-from medsam_ft.export import (
+from medsam_ft.checkpoint import load_checkpoint
+from medsam_ft.distributed import resolve_device
+from medsam_ft.inference import SlicePredictor
+from medsam_ft.io import InputError, atomic_paths, file_sha256, nifti_image
+from medsam_ft.scans import Scan, ScanSource, read_scan
+from medsam_ft.writers import (
     label_colors,
     write_color_table,
     write_dicom_seg,
     write_overlay_montage,
     write_seg_nrrd,
 )
-from medsam_ft.io import InputError, atomic_paths, file_sha256, nifti_image
-from medsam_ft.scans import Scan, ScanSource, read_scan
 
 logger = logging.getLogger(__name__)
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # axis codes of RAS affines (nibabel's), said explicitly
@@ -56,10 +58,18 @@ class VolumePredictor:
     in, RAS for NIfTI training), windowed to ``hu_window`` and scaled to [0, 1]; slices ``[1, X, Y]``
     go to the device in batches (the volume stays in host memory), and the class ids are oriented
     back to the scan's own voxel order. bf16 autocast on CUDA.
-    ``hu_window`` None: the scan is used as it is (already in [0, 1]); ``resize_to``: see
-    :class:`~medsam_ft.engine.SlicePredictor`; ``checkpoint_info`` (path, SHA-256, config) and
-    ``class_colors`` ([r, g, b] per class; None: standard organ colours) go into the outputs.
     Calling it on a :class:`~medsam_ft.scans.Scan` returns a :class:`VolumePrediction`.
+
+    Args:
+        network: the trained network.
+        class_names: C names, background first.
+        hu_window: the CT window; None: the scan is used as it is (already in [0, 1]).
+        resize_to: see :class:`~medsam_ft.inference.SlicePredictor`.
+        slice_batch_size: slices per network call.
+        device: where the network runs (None: CUDA when present).
+        checkpoint_info: path, SHA-256 and config, written into the outputs.
+        class_colors: [r, g, b] per class (None: standard organ colours).
+        axcodes: the orientation the network was trained in.
     """
 
     def __init__(self, network: nn.Module, class_names: list[str], hu_window: list[float] | None,
@@ -131,8 +141,13 @@ class VolumePredictor:
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """Which files besides the label NIfTI and its JSON summary: ``slicer`` (.seg.nrrd + colour table),
-    ``dicom_seg`` (DICOM input only), ``overlay`` (PNG montage)."""
+    """Which files to write besides the label NIfTI and its JSON summary.
+
+    Args:
+        slicer: a 3D Slicer segmentation (.seg.nrrd) and colour table.
+        dicom_seg: a DICOM SEG (DICOM input only).
+        overlay: a PNG montage.
+    """
 
     slicer: bool = False
     dicom_seg: bool = False
@@ -185,6 +200,21 @@ def predict_scans(predictor: VolumePredictor, sources: list[ScanSource], output_
     checkpoint with these options are skipped (an interrupted batch resumes); any other existing
     output file is refused before anything is predicted, unless ``overwrite``. A scan that cannot be
     read is reported in ``failed`` and the others go on (a single scan raises).
+
+    Args:
+        predictor: the trained network and its preprocessing.
+        sources: from :func:`~medsam_ft.scans.find_scans`.
+        output_dir: where the files go.
+        options: which extra files.
+        overwrite: replace existing outputs.
+        progress: show a progress bar over the scans.
+
+    Returns:
+        Which scans were written, skipped and failed.
+
+    Raises:
+        InputError: existing outputs (without ``overwrite``), two scans that would write the same
+            files, or the only scan unreadable.
     """
     if options.dicom_seg:
         for source in sources:
@@ -193,7 +223,8 @@ def predict_scans(predictor: VolumePredictor, sources: list[ScanSource], output_
                                               f"its source images); this is a {source.format} file")
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
-        raise InputError(output_dir, f"two inputs would write the same outputs: {sorted({n for n in names if names.count(n) > 1})}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(output_dir, f"two inputs would write the same outputs: {repeated}")
     report = PredictionReport()
     sha = predictor.checkpoint_info.get("sha256", "")
     plans, conflicts = [], []

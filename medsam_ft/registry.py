@@ -9,7 +9,11 @@ Factory = TypeVar("Factory", bound=Callable)
 
 
 class Registry(Generic[Factory]):
-    """Factories registered by name with ``@registry.register(name)``; looked up with ``registry.get(name)``."""
+    """Factories registered by name with ``@registry.register(name)``; looked up with ``registry.get(name)``.
+
+    Args:
+        kind: what the names name ("method", "backbone"), for errors.
+    """
 
     def __init__(self, kind: str):
         self.kind = kind

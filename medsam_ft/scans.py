@@ -64,7 +64,14 @@ class Scan:
 
 
 def dicom_series(folder: str | os.PathLike) -> dict[str, list[Path]]:
-    """``{SeriesInstanceUID: files sorted by slice position}`` of the DICOM series directly in ``folder``."""
+    """The DICOM series directly in a folder.
+
+    Args:
+        folder: the folder.
+
+    Returns:
+        ``{SeriesInstanceUID: files sorted by slice position}``.
+    """
     folder = str(folder)
     reader = sitk.ImageSeriesReader()
     warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -88,8 +95,18 @@ def _describe_series(uid: str, files: list[Path]) -> str:
 
 
 def find_scans(path: str | os.PathLike, series_uid: str | None = None) -> list[ScanSource]:
-    """The scans at ``path``: a NIfTI or TransUNet ``.npy.h5`` file, a folder of such files (sorted), or
-    a folder holding one DICOM series (several: ``series_uid`` picks one; without it the error lists them)."""
+    """The scans to predict at a path.
+
+    Args:
+        path: a NIfTI or TransUNet ``.npy.h5`` file, a folder of such files, or a folder holding DICOM series.
+        series_uid: picks one of several series (without it the error lists them).
+
+    Returns:
+        The sources, sorted.
+
+    Raises:
+        InputError: nothing readable at ``path``, several series and no ``series_uid``, or an unknown one.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "not found")
@@ -123,7 +140,17 @@ def _file_source(path: Path) -> ScanSource:
 
 
 def read_scan(source: ScanSource) -> Scan:
-    """Load and check one scan: 3D, finite, not constant."""
+    """Load and check one scan: 3D, finite, not constant.
+
+    Args:
+        source: from :func:`find_scans`.
+
+    Returns:
+        The voxels in the file's own order with their RAS affine (and NIfTI header / DICOM files).
+
+    Raises:
+        InputError: unreadable or failing the checks (names the file).
+    """
     readers = {"nifti": _read_nifti, "dicom": _read_dicom, "transunet": _read_transunet}
     scan = readers[source.format](source)
     check_voxels(source.path, scan.voxels)
@@ -131,7 +158,15 @@ def read_scan(source: ScanSource) -> Scan:
 
 
 def check_voxels(path: str | os.PathLike, voxels: np.ndarray) -> None:
-    """Refuse volumes that are not 3D, hold NaN/infinite values, or are one value everywhere (no image)."""
+    """Refuse volumes that are not 3D, hold NaN/infinite values, or are one value everywhere (no image).
+
+    Args:
+        path: the file, for the error.
+        voxels: the volume.
+
+    Raises:
+        InputError: a failed check.
+    """
     if voxels.ndim != 3:
         raise InputError(path, f"expected a 3D volume, got shape {voxels.shape}")
     finite = np.isfinite(voxels)

@@ -38,7 +38,7 @@ def test_checkpoint_loads_and_resizes_position_tables(tmp_path):
     native = build_backbone("vit_tiny", image_size=256)  # the "published" size of this toy variant
     path = tmp_path / "tiny.pth"
     _save_backbone(native, path)
-    loaded = build_backbone("vit_tiny", checkpoint=path, image_size=128)
+    loaded = build_backbone("vit_tiny", weights=path, image_size=128)
     report = loaded.load_report
     assert report.source == str(path) and loaded.weights_sha256 is not None
     # pos_embed [1, 16, 16, C] -> [1, 8, 8, C], bilinear, align_corners=False
@@ -58,7 +58,7 @@ def test_checkpoint_loads_and_resizes_position_tables(tmp_path):
     # every other tensor is copied unchanged
     torch.testing.assert_close(loaded.mask_decoder.state_dict()["mask_tokens.weight"],
                                native.mask_decoder.state_dict()["mask_tokens.weight"])
-    same_size = build_backbone("vit_tiny", checkpoint=path, image_size=256)
+    same_size = build_backbone("vit_tiny", weights=path, image_size=256)
     assert same_size.load_report.resized == {}
     torch.testing.assert_close(same_size.image_encoder.pos_embed, native.image_encoder.pos_embed)
 
@@ -66,17 +66,17 @@ def test_checkpoint_loads_and_resizes_position_tables(tmp_path):
 def test_bad_checkpoints_name_the_file(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(InputError, match="nope.pth: checkpoint not found"):
-        build_backbone("vit_tiny", checkpoint=missing)
+        build_backbone("vit_tiny", weights=missing)
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"this is not a checkpoint")
     with pytest.raises(InputError, match="corrupt.pth: not a readable PyTorch checkpoint"):
-        build_backbone("vit_tiny", checkpoint=corrupt)
+        build_backbone("vit_tiny", weights=corrupt)
     other = tmp_path / "tiny.pth"
     _save_backbone(build_backbone("vit_tiny"), other)
     with pytest.raises(InputError, match=r"tiny.pth: not a SAM vit_b checkpoint"):
-        build_backbone("vit_b", checkpoint=other, image_size=256)
+        build_backbone("vit_b", weights=other, image_size=256)
     with pytest.raises(InputError, match="not a LiteMedSAM checkpoint"):
-        build_backbone("lite_medsam", checkpoint=other)
+        build_backbone("lite_medsam", weights=other)
 
 
 def test_lite_medsam_embedded_weights_match_reference_model():

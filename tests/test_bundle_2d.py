@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 import medsam_ft
-from medsam_ft.engine import SlicePredictor, load_checkpoint
-from medsam_ft.inference import full_resolution_inferer
+from medsam_ft.checkpoint import load_checkpoint
+from medsam_ft.inference import SlicePredictor, full_resolution_inferer
+
+pytestmark = pytest.mark.bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "folder_2d"
@@ -86,7 +88,7 @@ def test_train_2d_writes_checkpoints(trained):
     _, out, log = trained
     assert "epoch 2/2: mean loss" in log and "val_miou" in log
     net, checkpoint = load_checkpoint(out / "best.pt")
-    assert checkpoint["config"]["method"] == "samed" and checkpoint["config"]["rank"] == 2
+    assert checkpoint["config"]["method"] == "samed" and checkpoint["config"]["method_options"]["rank"] == 2
     assert checkpoint["class_names"] == ["background", "disc", "rectangle"] and checkpoint["sliding_window"] == 64
     assert net.num_classes == 3
 

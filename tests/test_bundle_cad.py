@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
-from medsam_ft.engine import load_checkpoint
+import pytest
+
+from medsam_ft.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.bundle
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 TINY = ["--image_size", "32", "--batch_size", "4", "--max_epochs", "2", "--num_workers", "0", "--progress", "False"]

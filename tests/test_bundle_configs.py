@@ -16,7 +16,7 @@ def test_validation_dice_penalises_organs_absent_from_the_case(bundle):
     (MONAI's default skips organs absent from the ground truth, so false positives went unseen)."""
     parser = ConfigParser()
     parser.read_config(BUNDLES / bundle / "train.json")
-    metric = parser.get_parsed_content("validate#key_metric#val_mean_dice")
+    metric = parser.get_parsed_content("validation#key_metric#val_mean_dice")
     label = torch.zeros(1, 8, 8, 4, dtype=torch.long)
     label[0, 2:5, 2:5] = 1  # organ 1 present, organ 2 absent
     perfect = label.clone()
@@ -46,7 +46,7 @@ def test_samed_synapse_builds_the_decoder_only_baseline(synapse_dataset):
     """The baseline on CT from the same bundle: --method decoder_only gets no LoRA rank."""
     net = _parser("samed_synapse", dataset_dir=str(synapse_dataset), method="decoder_only",
                   image_size=32).get_parsed_content("network_def")
-    assert net.config["method"] == "decoder_only" and "rank" not in net.config
+    assert net.config["method"] == "decoder_only" and net.config["method_options"] == {}
     assert not any("lora" in k for k in net.trainable_state_dict())
 
 
@@ -77,5 +77,68 @@ def test_folder_2d_wires_gsam_like_gsam_isbi2012(tmp_path, shapes_dataset):
                    "image_size": 64, "crop_size": 32})
     checkpoint = parser.get_parsed_content("checkpoint_state")
     assert checkpoint.resize_to == 64 and checkpoint.sliding_window == 32
-    sample = parser.get_parsed_content("train#dataset")[0]
+    sample = parser.get_parsed_content("train_dataset")[0]
     assert sample["image"].shape == (3, 32, 32)  # a 32-px crop of the image resized to 64, fed as it is
+
+
+VOLUME_KINDS = {b: "volume" for b in VOLUME_BUNDLES} | {b: "image" for b in ["cad_2d", "gsam_isbi2012", "folder_2d"]}
+# Small versions of each bundle's recipe: every part is still built from the bundle's own config files
+SMALL = {"image_size": 32, "batch_size": 2, "num_workers": 0, "cnn": "resnet18", "slice_batch_size": 8, "window_batch_size": 2}
+
+
+def _read(*files: str, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES / f) for f in files])
+    parser.update(overrides)
+    return parser
+
+
+@pytest.mark.parametrize("bundle,variant", [(b, None) for b in VOLUME_KINDS] + [("parser_synapse", "box")])
+def test_every_bundle_builds_its_train_evaluate_and_inference_parts(bundle, variant, synapse_dataset, shapes_dataset,
+                                                                    tmp_path, monkeypatch):
+    """Each bundle's train, evaluate and inference configs, with the shared parts they pull in, build every
+    engine part: a broken shared part fails here in seconds, before any bundle run."""
+    monkeypatch.chdir(BUNDLES.parent)  # the configs name their shared parts from the repository root
+    kind = VOLUME_KINDS[bundle]
+    data = synapse_dataset if kind == "volume" else shapes_dataset(tmp_path / "shapes", "background,disc", count=4,
+                                                                   seed=0, val_fraction=0.5)
+    small = {k: v for k, v in SMALL.items() if k != "cnn" or "gsam" in bundle}
+    train_files = [f"{bundle}/train.json"] + ([f"{bundle}/box_prompt.json"] if variant else [])
+    train = _read(*train_files, dataset_dir=str(data), output_dir=str(tmp_path / "run"), **small)
+    train.get_parsed_content("initialize")
+    for part in ("network_def", "loss", "optimizer", "lr_scheduler", "train#trainer", "validate#evaluator"):
+        assert train.get_parsed_content(part) is not None, part
+    assert len(train.get_parsed_content("train_dataset")) > 0
+    checkpoint = tmp_path / "best.pt"
+    torch.save({"model": train.get_parsed_content("checkpoint_state").state_dict()}, checkpoint)
+
+    evaluate_files = [f"{bundle}/evaluate.json"] + ([f"{bundle}/evaluate_box.json"] if variant else [])
+    evaluate = _read(*evaluate_files, dataset_dir=str(data), checkpoint=str(checkpoint), split="validation",
+                     output_dir=str(tmp_path / "eval"), **{k: v for k, v in small.items() if k != "image_size"})
+    evaluate.get_parsed_content("initialize")
+    assert len(evaluate.get_parsed_content("evaluate#evaluator").data_loader) > 0
+
+    inputs = data / ("img" if kind == "volume" else "images")
+    inference = _read(f"{bundle}/inference.json", checkpoint=str(checkpoint), input_dir=str(inputs),
+                      output_dir=str(tmp_path / "predictions"))
+    if variant == "box":  # a box-prompted network predicts only with boxes: no whole-volume inference
+        with pytest.raises(RuntimeError) as refused:
+            inference.get_parsed_content("inference#predictor")
+        assert "trained with box prompts" in str(refused.value.__cause__)
+    elif kind == "volume":
+        predictor = inference.get_parsed_content("inference#predictor")
+        assert predictor.class_names == train.get_parsed_content("dataset").class_names
+        assert len(inference.get_parsed_content("inference#scans")) > 0
+    else:
+        assert len(inference.get_parsed_content("inference#evaluator").data_loader) > 0
+
+
+@pytest.mark.parametrize("bundle", list(VOLUME_KINDS))
+def test_every_bundle_reads_with_the_multi_gpu_part(bundle, monkeypatch):
+    """multi_gpu_train.json beside every bundle merges with its train.json (the DDP run itself: test_bundle.py)."""
+    monkeypatch.chdir(BUNDLES.parent)
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES / bundle / "train.json"), str(BUNDLES / bundle / "multi_gpu_train.json")])
+    parser.parse()
+    assert parser["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+    assert parser["run"][0] == "$medsam_ft.distributed.check_data_parallel(@network)"

@@ -9,8 +9,11 @@ import torch
 from monai.inferers import SliceInferer
 from PIL import Image
 
-from medsam_ft.data import evaluation_dataset, open_dataset
-from medsam_ft.engine import SlicePredictor, load_checkpoint
+from medsam_ft.checkpoint import load_checkpoint
+from medsam_ft.data import evaluation_dataset, read_dataset_spec
+from medsam_ft.inference import SlicePredictor
+
+pytestmark = pytest.mark.bundle
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 TINY = ["--cnn", "resnet18", "--batch_size", "4", "--max_epochs", "1", "--num_workers", "0", "--progress", "False"]
@@ -24,7 +27,8 @@ def test_gsam_isbi2012_trains_on_crops_and_predicts_whole_images(tmp_path, run_b
     assert "GSAM:" in log and "val_miou" in log
     net, checkpoint = load_checkpoint(out / "best.pt")
     assert checkpoint["config"]["method"] == "gsam" and checkpoint["resize_to"] == 64
-    assert checkpoint["config"]["cnn_weights"] is None and checkpoint["config"]["cnn"] == "resnet18"
+    options = checkpoint["config"]["method_options"]
+    assert options["cnn_weights"] is None and options["cnn"] == "resnet18"
     run_bundle(BUNDLES / "gsam_isbi2012" / "evaluate.json", "--dataset_dir", str(data), "--checkpoint",
                str(out / "best.pt"), "--output_dir", str(tmp_path / "eval"), "--split", "validation")
     assert (tmp_path / "eval" / "metrics_classes.csv").read_text().startswith("class,iou,f1")
@@ -49,7 +53,7 @@ def test_gsam_synapse_reports_miou_and_organ_metrics(synapse_dataset, tmp_path, 
     net, checkpoint = load_checkpoint(out / "best.pt")
     predictor = SlicePredictor(net, resize_to=checkpoint["resize_to"])
     confusion = np.zeros((9, 9), dtype=np.int64)
-    for volume in evaluation_dataset(open_dataset(synapse_dataset), "test"):
+    for volume in evaluation_dataset(read_dataset_spec(synapse_dataset), "test"):
         with torch.no_grad():
             logits = SliceInferer(roi_size=(-1, -1), spatial_dim=2, sw_batch_size=64)(volume["image"][None], predictor)
         truth, prediction = volume["label"][0].numpy().ravel(), logits[0].argmax(0).numpy().ravel()

@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
-from medsam_ft.engine import load_checkpoint
+import pytest
+
+from medsam_ft.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.bundle
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "parser_synapse"
 
@@ -16,7 +20,8 @@ def test_parser_synapse_trains_only_coefficients_and_decoder(synapse_dataset, tm
     assert "SAM-PARSER: 512 coefficients in 2 conv layers" in log and "epoch 1/1: mean loss" in log
     net, checkpoint = load_checkpoint(out / "best.pt")
     encoder_keys = {k for k in checkpoint["state"] if k.startswith("image_encoder.")}
-    assert encoder_keys == {"image_encoder.neck.0.coefficients", "image_encoder.neck.2.coefficients"}
+    assert encoder_keys == {"image_encoder.neck.0.parametrizations.weight.original",
+                            "image_encoder.neck.2.parametrizations.weight.original"}
     run_bundle(BUNDLE / "evaluate.json", "--dataset_dir", str(synapse_dataset), "--checkpoint", str(out / "best.pt"),
                "--output_dir", str(tmp_path / "eval"), "--slice_batch_size", "64")
     assert (tmp_path / "eval" / "metrics_transunet.csv").is_file()

@@ -48,8 +48,8 @@ def test_high_frequency_matches_numpy():
 
 def test_every_backbone_and_the_box_prompt():
     torch.manual_seed(0)
-    lite = medsam_ft.build_network("cad", backbone="lite_medsam", num_classes=2, image_size=64, stem="strided",
-                                   prompt="whole_image_box")
+    lite = medsam_ft.build_network("cad", backbone="lite_medsam", num_classes=2, image_size=64, prompt="whole_image_box",
+                                   method_options={"stem": "strided"})
     with torch.no_grad():
         assert lite(torch.rand(1, 3, 72, 56)).shape == (1, 2, 72, 56)
     with pytest.raises(ValueError, match="unknown prompt"):
@@ -94,12 +94,13 @@ def test_cache_is_refused_for_random_inputs():
 
 def test_adapter_sees_the_image_at_its_own_size():
     """The reference feeds the adapter 512-px images and the encoder 1024: half by default."""
-    net = medsam_ft.build_network("cad", backbone="vit_tiny", num_classes=2, image_size=64, stem="strided")
+    net = medsam_ft.build_network("cad", backbone="vit_tiny", num_classes=2, image_size=64,
+                                  method_options={"stem": "strided"})
     seen = []
     net.adapter.register_forward_hook(lambda module, args, output: seen.append(tuple(args[0].shape[-2:])))
     with torch.no_grad():
         net(torch.rand(1, 3, 80, 80))
     assert seen == [(32, 32)]
-    other = medsam_ft.build_network("cad", backbone="vit_tiny", num_classes=2, image_size=64, stem="strided",
-                                    adapter_size=48)
-    assert other.adapter_size == 48 and other.config["adapter_size"] == 48
+    other = medsam_ft.build_network("cad", backbone="vit_tiny", num_classes=2, image_size=64,
+                                    method_options={"stem": "strided", "adapter_size": 48})
+    assert other.adapter_size == 48 and other.config["method_options"]["adapter_size"] == 48

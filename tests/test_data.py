@@ -18,16 +18,16 @@ from medsam_ft.data import (
     VolumeSliceDataset,
     load_volumes,
     make_datalist,
-    open_dataset,
     read_datalist,
+    read_dataset_spec,
     read_h5_volume,
     read_npz_slice,
     slice_dataset,
     write_npz_slice,
 )
 from medsam_ft.io import InputError, write_nifti
-from medsam_ft.metrics import case_name
-from medsam_ft.transforms import RandRotFlipOrRotated, augmentation, slice_transforms, volume_transforms
+from medsam_ft.reports import case_name
+from medsam_ft.transforms import augmentation, samed_augmentation, slice_transforms, volume_transforms
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +178,7 @@ def test_samed_augmentation_keeps_image_and_label_aligned():
     label = torch.zeros(1, 32, 32)
     label[0, 4:12, 6:20] = 3
     label[0, 20:28, 2:9] = 5
-    aug = RandRotFlipOrRotated(image_mode="nearest")
+    aug = samed_augmentation(image_mode="nearest")
     aug.set_random_state(0)
     seen_changed = 0
     for _ in range(40):
@@ -187,6 +187,24 @@ def test_samed_augmentation_keeps_image_and_label_aligned():
         assert set(torch.unique(torch.as_tensor(out["label"])).tolist()) <= {0.0, 3.0, 5.0}
         seen_changed += not torch.equal(torch.as_tensor(out["label"]), label)
     assert 10 < seen_changed < 40  # about a quarter of the draws leave the slice unchanged
+
+
+def test_samed_augmentation_draws_samed_distribution():
+    """SAMed's augmentation as MONAI's OneOf: unchanged 1/4, each of the 4 mirror images 1/8 (rot90 k + flip),
+    a small rotation 1/4, counted over 4000 draws on an image whose every pixel differs."""
+    image = torch.arange(256, dtype=torch.float32).reshape(1, 16, 16)
+    mirrors = [image.flip(-1).rot90(k, dims=(1, 2)) for k in range(4)]
+    aug = samed_augmentation()
+    aug.set_random_state(0)
+    counts = {"unchanged": 0, "rotated": 0, **{f"mirror{k}": 0 for k in range(4)}}
+    draws = 4000
+    for _ in range(draws):
+        out = torch.as_tensor(aug({"image": image.clone(), "label": image.clone()})["image"])
+        match = [k for k, m in enumerate(mirrors) if torch.equal(out, m)]
+        counts["unchanged" if torch.equal(out, image) else f"mirror{match[0]}" if match else "rotated"] += 1
+    expected = {"unchanged": 0.25, "rotated": 0.25, **{f"mirror{k}": 0.125 for k in range(4)}}
+    for outcome, share in expected.items():
+        assert abs(counts[outcome] / draws - share) < 0.03, counts  # > 4 standard deviations
 
 
 def test_2d_augmentations_keep_image_and_label_aligned():
@@ -245,13 +263,13 @@ def test_transunet_layout_round_trip(phantom_dir, tmp_path):
     empty = "case0005_slice999"  # the phantoms have organs in every slice: add one without
     write_npz_slice(out / "train_npz" / f"{empty}.npz", np.zeros((8, 8)), np.zeros((8, 8)))
     (out / "lists" / "lists_Synapse" / "train.txt").write_text("\n".join(train_names + [empty]) + "\n")
-    spec = open_dataset(out, val_cases=0)
+    spec = read_dataset_spec(out, val_cases=0)
     assert spec.axcodes == "RAS" and (out / "transunet.json").is_file()
     assert len(slice_dataset(spec, None, augment="none", keep_empty=1.0)) == len(train_names) + 1
     kept = slice_dataset(spec, None, augment="none", keep_empty=0.0)
     assert len(kept) == len(train_names) and all(sample["label"].any() for sample in kept)
     with pytest.raises(InputError, match="oriented RAS"):
-        open_dataset(out, axcodes="LPS")
+        read_dataset_spec(out, axcodes="LPS")
 
 
 def test_case_names_in_metric_tables():
@@ -279,8 +297,8 @@ def test_synapse_datalist_for_test_cases_only_and_impossible_splits(phantom_dir,
     assert not (tmp_path / "x.json").exists()
 
 
-def test_open_dataset_in_both_layouts(phantom_dir, tmp_path):
-    from medsam_ft.data import open_dataset, slice_dataset, evaluation_dataset
+def test_read_dataset_spec_in_both_layouts(phantom_dir, tmp_path):
+    from medsam_ft.data import evaluation_dataset, read_dataset_spec, slice_dataset
 
     datalist_path = tmp_path / "raw" / "datalist.json"
     (tmp_path / "raw").mkdir()
@@ -288,13 +306,13 @@ def test_open_dataset_in_both_layouts(phantom_dir, tmp_path):
         (tmp_path / "raw" / sub).symlink_to(phantom_dir / sub)
     synapse_main(["--raw", str(tmp_path / "raw"), "--out", str(datalist_path), "--val-cases", "1",
                   "--transunet", str(tmp_path / "tu")])
-    nifti = open_dataset(tmp_path / "raw")
+    nifti = read_dataset_spec(tmp_path / "raw")
     assert nifti.layout == "nifti" and nifti.class_names == list(SYNAPSE_CLASS_NAMES)
     assert [len(nifti.splits[s]) for s in ("training", "validation", "test")] == [1, 1, 4]
     sample = slice_dataset(nifti, 32, augment="none")[0]
     assert sample["image"].shape == (3, 32, 32)
 
-    transunet = open_dataset(tmp_path / "tu", val_cases=1, seed=0)
+    transunet = read_dataset_spec(tmp_path / "tu", val_cases=1, seed=0)
     assert transunet.layout == "transunet" and transunet.class_names == nifti.class_names
     val_case = transunet.splits["validation"][0]["case"]
     assert val_case in (5, 6) and all(s["case"] != val_case for s in transunet.splits["training"])
@@ -307,6 +325,6 @@ def test_open_dataset_in_both_layouts(phantom_dir, tmp_path):
     assert evaluation_dataset(transunet, "test")[0]["image"].ndim == 4
 
     with pytest.raises(InputError, match="holds neither datalist.json"):
-        open_dataset(tmp_path)
+        read_dataset_spec(tmp_path)
     with pytest.raises(InputError, match="dataset folder not found"):
-        open_dataset(tmp_path / "nowhere")
+        read_dataset_spec(tmp_path / "nowhere")

@@ -4,7 +4,7 @@ import torch
 from ignite.engine import Engine
 from monai.handlers import CheckpointSaver
 
-from medsam_ft.engine import BestMetricState
+from medsam_ft.handlers import BestMetricState
 
 
 def test_resume_keeps_the_best_checkpoint_record(tmp_path):

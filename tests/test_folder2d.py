@@ -13,7 +13,7 @@ from medsam_ft.data import (
     LoadImage2Dd,
     MaskFormat,
     check_num_classes,
-    open_dataset,
+    read_dataset_spec,
     read_image,
     read_mask,
     slice_dataset,
@@ -78,7 +78,8 @@ def test_size_mismatch_and_unreadable_files(tmp_path):
     with pytest.raises(InputError, match=r"broken\.png: not a readable image file"):
         read_image(broken)
     stack = tmp_path / "stack.tif"
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(stack, save_all=True, append_images=[Image.fromarray(np.ones((4, 4), np.uint8))])
+    second_page = Image.fromarray(np.ones((4, 4), np.uint8))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(stack, save_all=True, append_images=[second_page])
     with pytest.raises(InputError, match="holds 2 frames.*--unstack"):
         read_image(stack)
 
@@ -160,7 +161,7 @@ def test_datalist_cli_detects_formats_and_keeps_user_splits(tmp_path):
     datalist["mask_format"]["mode"] = "rgb"
     (root / "datalist.json").write_text(json.dumps(datalist))
     with pytest.raises(InputError, match=r"datalist\.json: has no valid mask_format \(ValueError: unknown mask mode 'rgb'"):
-        open_dataset(root)
+        read_dataset_spec(root)
 
 
 def test_datalist_cli_binary_jpeg_split_folders_and_unstack(tmp_path):
@@ -171,7 +172,7 @@ def test_datalist_cli_binary_jpeg_split_folders_and_unstack(tmp_path):
             _save(tmp_path / "kvasir" / split / "images" / f"{split}{i}.jpg", image)
             _save(tmp_path / "kvasir" / split / "masks" / f"{split}{i}.jpg", np.repeat(mask[..., None] * 255, 3, -1))
     folder2d_main(["--root", str(tmp_path / "kvasir"), "--class-names", "background,polyp"])
-    spec = open_dataset(tmp_path / "kvasir")
+    spec = read_dataset_spec(tmp_path / "kvasir")
     assert spec.layout == "folder2d" and spec.mask_format.mode == "binary" and spec.class_names == ["background", "polyp"]
     assert len(spec.splits["training"]) == 4 and len(spec.splits["validation"]) == 2
     sample = slice_dataset(spec, image_size=32, augment="flip_rotate")[0]
@@ -189,7 +190,7 @@ def test_datalist_cli_binary_jpeg_split_folders_and_unstack(tmp_path):
     folder2d_main(["--unstack", str(tmp_path / "train-volume.tif"), str(tmp_path / "train-labels.tif"),
                    "--root", str(tmp_path / "isbi"), "--class-names", "membrane,cell", "--val-fraction", "0.5",
                    "--test-list", str(tmp_path / "isbi_test.txt")])
-    isbi = open_dataset(tmp_path / "isbi")
+    isbi = read_dataset_spec(tmp_path / "isbi")
     assert isbi.mask_format.mode == "binary"
     assert [len(isbi.splits[s]) for s in ("training", "validation", "test")] == [1, 1, 1]
     assert isbi.splits["test"][0]["name"] == "train-volume_02"
@@ -217,7 +218,7 @@ def test_random_crops_pad_small_images_and_keep_ignore(tmp_path):
     _save(tmp_path / "masks" / "small.png", np.full((20, 30), 255, np.uint8))
     folder2d_main(["--root", str(tmp_path), "--mask-mode", "ids", "--num-classes", "2", "--ignore-value", "255",
                    "--val-fraction", "0"])
-    spec = open_dataset(tmp_path)
+    spec = read_dataset_spec(tmp_path)
     sample = slice_dataset(spec, image_size=16, augment="none", crop_size=40)[0]
     assert sample["image"].shape == (3, 16, 16)
     # padding is background (0), the image's own pixels keep the ignore value through crop and resize

@@ -6,12 +6,13 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import medsam_ft
-from medsam_ft.engine import SlicePredictor, TrainableCheckpoint, load_checkpoint
+from medsam_ft.checkpoint import TrainableCheckpoint, load_checkpoint
+from medsam_ft.inference import SlicePredictor
 from medsam_ft.io import InputError
 from medsam_ft.losses import SegmentationLoss
 from medsam_ft.networks.gsam import GSAM, SMAdaptFormer
 
-TINY = dict(backbone="vit_tiny", num_classes=3, image_size=64, cnn="resnet18")
+TINY = dict(backbone="vit_tiny", num_classes=3, image_size=64, method_options={"cnn": "resnet18"})
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,8 @@ def test_flops_scale_with_the_crop():
 
 def test_lite_medsam_gsam_takes_non_square_inputs():
     torch.manual_seed(0)
-    net = medsam_ft.build_network("gsam", backbone="lite_medsam", num_classes=2, image_size=64, cnn="resnet18")
+    net = medsam_ft.build_network("gsam", backbone="lite_medsam", num_classes=2, image_size=64,
+                                  method_options={"cnn": "resnet18"})
     net.train()
     logits = net(torch.rand(1, 3, 72, 104))
     assert logits.shape == (1, 2, 72, 104)  # TinyViT: output stride 1
@@ -114,23 +116,25 @@ def test_lite_medsam_gsam_takes_non_square_inputs():
     with torch.no_grad():
         assert net(torch.rand(1, 3, 60, 44)).shape == (1, 2, 60, 44)  # padded to multiples of 8 inside, cropped back
     with pytest.raises(ValueError, match="patch_stride"):
-        medsam_ft.build_network("gsam", backbone="lite_medsam", num_classes=2, image_size=64, cnn=None, patch_stride=8)
+        medsam_ft.build_network("gsam", backbone="lite_medsam", num_classes=2, image_size=64,
+                                method_options={"cnn": None, "patch_stride": 8})
 
 
 def test_cnn_weights_from_a_local_file(tmp_path):
     weights = tmp_path / "resnet18.pth"
     reference = torchvision.models.resnet18(weights=None)
     torch.save(reference.state_dict(), weights)
-    net = medsam_ft.build_network("gsam", **{**TINY, "cnn_weights": str(weights)})
+    net = medsam_ft.build_network("gsam", **{**TINY, "method_options": {"cnn": "resnet18", "cnn_weights": str(weights)}})
     assert isinstance(net, GSAM)
     torch.testing.assert_close(net.image_encoder.cnn.body[0].weight, reference.conv1.weight)
     torch.save({"conv1.weight": reference.conv1.weight}, tmp_path / "partial.pth")
     with pytest.raises(InputError, match=r"partial\.pth: lacks .* tensors of torchvision's resnet18"):
-        medsam_ft.build_network("gsam", **{**TINY, "cnn_weights": str(tmp_path / "partial.pth")})
+        partial = {"cnn": "resnet18", "cnn_weights": str(tmp_path / "partial.pth")}
+        medsam_ft.build_network("gsam", **{**TINY, "method_options": partial})
 
 
 def test_patch_stride_8_doubles_the_output_resolution():
-    net = medsam_ft.build_network("gsam", **{**TINY, "cnn": None, "patch_stride": 8})
+    net = medsam_ft.build_network("gsam", **{**TINY, "method_options": {"cnn": None, "patch_stride": 8}})
     assert net.output_stride == 2
     assert net(torch.rand(1, 3, 64, 80)).shape == (1, 3, 32, 40)
 
@@ -138,9 +142,10 @@ def test_patch_stride_8_doubles_the_output_resolution():
 @pytest.mark.parametrize("pixel_norm", [None, "sam", {"mean": [0.2, 0.3, 0.4], "std": [0.5, 0.6, 0.7]}])
 def test_cnn_branch_gets_imagenet_statistics(pixel_norm):
     """The ResNet branch sees ImageNet-normalised pixels whatever the transformer branch is fed."""
-    net = medsam_ft.build_network("gsam", backbone="lite_medsam", num_classes=2, image_size=32, cnn="resnet18",
-                                  pixel_norm=pixel_norm)
+    net = medsam_ft.build_network("gsam", backbone="lite_medsam", num_classes=2, image_size=32, pixel_norm=pixel_norm,
+                                  method_options={"cnn": "resnet18"})
     cnn = net.image_encoder.cnn
     image = torch.rand(1, 3, 16, 16)
-    imagenet = (image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    imagenet = (image - mean) / std
     torch.testing.assert_close(net.normalise(image) * cnn.input_scale + cnn.input_shift, imagenet, atol=1e-3, rtol=1e-3)

@@ -9,8 +9,10 @@ from monai.engines import SupervisedTrainer
 from monai.handlers import LrScheduleHandler
 
 import medsam_ft
-from medsam_ft.engine import WarmupPolyLR
 from medsam_ft.losses import SegmentationLoss
+from medsam_ft.schedule import warmup_poly
+
+pytestmark = pytest.mark.slow
 
 SIZE, ITERATIONS, WARMUP, LR, BATCH = 32, 40, 4, 1e-3, 2
 
@@ -61,7 +63,7 @@ METHODS = {
 def test_short_training_beats_the_untrained_start(method):
     torch.manual_seed(0)
     network = medsam_ft.build_network(method, backbone="lite_medsam", num_classes=2, image_size=SIZE,
-                                      **METHODS[method])
+                                      method_options=METHODS[method])
     samples = _discs(2 * BATCH, seed=1)
     loss_function = SegmentationLoss(ce_weight=0.2, dice_weight=0.8)
     start_loss, start_dice = _loss(network, loss_function, samples), _dice(network, samples)
@@ -69,7 +71,7 @@ def test_short_training_beats_the_untrained_start(method):
     loader = torch.utils.data.DataLoader(samples, batch_size=BATCH, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=LR)
-    schedule = WarmupPolyLR(optimizer, max_iterations=ITERATIONS, warmup=WARMUP)
+    schedule = warmup_poly(optimizer, max_iterations=ITERATIONS, warmup=WARMUP)
     seen_lr = []
     trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=ITERATIONS // len(loader),
                                 train_data_loader=loader, network=network, optimizer=optimizer,

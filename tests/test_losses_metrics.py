@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from ignite.engine import Engine
 from monai.data import MetaTensor
 
-from medsam_ft.engine import WarmupPolyLR
+from medsam_ft.handlers import ConfusionMatrixMeanIoU, ImageMetricsHandler, VolumeMetricsHandler
 from medsam_ft.losses import SegmentationLoss, downsample_label
-from medsam_ft.metrics import ImageMetrics, MeanIoU, VolumeMetrics, case_metrics, class_scores, confusion_matrix, organ_metrics
+from medsam_ft.metrics import case_metrics, class_scores, confusion_matrix, organ_metrics
+from medsam_ft.schedule import warmup_poly
 from medsam_ft.transforms import IGNORE_INDEX
 
 
@@ -32,7 +33,7 @@ def test_samed_loss_matches_its_definition():
 def test_warmup_poly_schedule():
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=0.005)
-    schedule = WarmupPolyLR(optimizer, max_iterations=1000, warmup=250)
+    schedule = warmup_poly(optimizer, max_iterations=1000, warmup=250)
     lrs = []
     for _ in range(1000):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -43,10 +44,12 @@ def test_warmup_poly_schedule():
     assert lrs[250] == pytest.approx(0.005)
     assert lrs[600] == pytest.approx(0.005 * (1 - 350 / 1000) ** 0.9)
     assert all(a <= b for a, b in zip(lrs[:250], lrs[1:251]))
-    # resume: a new schedule loaded from the state continues where it stopped
+    # resume: a new schedule loaded from the state continues where it stopped (last.pt holds both
+    # the schedule's and the optimizer's state, the current lr being the optimizer's)
     state = schedule.state_dict()
     optimizer2 = torch.optim.AdamW([param], lr=0.005)
-    resumed = WarmupPolyLR(optimizer2, max_iterations=1000, warmup=250)
+    resumed = warmup_poly(optimizer2, max_iterations=1000, warmup=250)
+    optimizer2.load_state_dict(optimizer.state_dict())
     resumed.load_state_dict(state)
     resumed.step()
     schedule.step()
@@ -109,7 +112,7 @@ def test_volume_metrics_tables_and_csv(tmp_path):
     truth[7:11, 7:11, 2:5] = 2
     pred = truth.copy()
     pred[7:11, 7:11, 2:5] = 0  # organ 2 missed
-    handler = VolumeMetrics(["background", "spleen", "kidney"], tmp_path)
+    handler = VolumeMetricsHandler(["background", "spleen", "kidney"], tmp_path)
     engine = FakeEngine()
     handler.reset()
     label = MetaTensor(torch.as_tensor(truth)[None], affine=torch.diag(torch.tensor([0.8, 0.8, 3.0, 1.0])),
@@ -166,7 +169,7 @@ def test_confusion_matrix_scores_and_ignore():
     assert math.isnan(class_scores(np.array([[4, 0], [0, 0]]))["iou"][1])  # absent everywhere: undefined
     with pytest.raises(ValueError, match="class ids outside 0..2"):
         confusion_matrix(pred + 1, truth, 3)
-    metric = MeanIoU(num_classes=3)
+    metric = ConfusionMatrixMeanIoU(num_classes=3)
     metric.reset()
     metric.update(([torch.nn.functional.one_hot(torch.as_tensor(pred), 3).permute(2, 0, 1)], [torch.as_tensor(truth)[None]]))
     assert metric.compute() == pytest.approx(np.mean([1 / 3, 2 / 3, 1 / 2]))
@@ -181,7 +184,7 @@ def test_image_metrics_per_image_and_dataset_level(tmp_path):
     small_pred = np.array([[[1, 0, 0, 0]]])  # Dice 2/3 on 2 foreground pixels
     empty = np.zeros((1, 3, 3), np.int64)  # no foreground anywhere: not scored per image
     engine = Engine(lambda e, b: b)
-    handler = ImageMetrics(["background", "polyp"], output_dir=tmp_path)
+    handler = ImageMetricsHandler(["background", "polyp"], output_dir=tmp_path)
     handler.attach(engine)
     batches = [[{"pred": torch.as_tensor(p), "label": MetaTensor(torch.as_tensor(t), meta={"filename_or_obj": f"/d/{n}.png"})}]
                for n, p, t in (("big", big_pred, big_truth), ("small", small_pred, small_truth), ("empty", empty, empty))]

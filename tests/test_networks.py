@@ -60,7 +60,8 @@ def test_class_tokens_start_from_sam_tokens():
         torch.testing.assert_close(net.mask_decoder.mask_tokens.weight[c], sam_token)
         torch.testing.assert_close(net.mask_decoder.output_hypernetworks_mlps[c].layers[0].weight, sam_mlp_weight)
     # separate copies: training one class head leaves the others alone
-    assert net.mask_decoder.output_hypernetworks_mlps[1].layers[0].weight is not net.mask_decoder.output_hypernetworks_mlps[2].layers[0].weight
+    heads = net.mask_decoder.output_hypernetworks_mlps
+    assert heads[1].layers[0].weight is not heads[2].layers[0].weight
     assert not hasattr(net.mask_decoder, "iou_prediction_head")
     with torch.no_grad():
         probabilities = net(torch.rand(1, 3, 64, 64)).softmax(1)
@@ -136,7 +137,8 @@ def _as_float64(net):
 
 @pytest.mark.parametrize("backbone", ["vit_tiny", "lite_medsam"])
 def test_merge_equals_unmerged(backbone):
-    net = medsam_ft.build_network("samed", backbone=backbone, num_classes=4, image_size=64, rank=2, alpha=0.5)
+    net = medsam_ft.build_network("samed", backbone=backbone, num_classes=4, image_size=64,
+                                  method_options={"rank": 2, "alpha": 0.5})
     _randomise_lora(net, std=0.1)
     net = _as_float64(net).eval()
     merged = net.merge().eval()
@@ -188,7 +190,7 @@ def test_build_reports_new_tensors(caplog):
 
 
 def test_checkpoint_file_rebuilds_the_network(tmp_path):
-    from medsam_ft.engine import TrainableCheckpoint, load_checkpoint
+    from medsam_ft.checkpoint import TrainableCheckpoint, load_checkpoint
     from medsam_ft.io import InputError
 
     net = medsam_ft.build_network("samed", backbone="lite_medsam", num_classes=3, image_size=32)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from medsam_ft.data import open_dataset
+from medsam_ft.data import read_dataset_spec
 from medsam_ft.data.transunet import read_npz_slice
 from medsam_ft.predict import VolumePredictor
 from medsam_ft.scans import find_scans, read_scan
@@ -62,7 +62,7 @@ def _original_transunet_layout(phantom_dir, root):
 def test_transunet_and_nifti_training_predict_the_same_physical_labels(phantom_dir, tmp_path):
     assert nib.aff2axcodes(nib.load(phantom_dir / "img" / "img0005.nii.gz").affine) == ("L", "P", "S")
     _original_transunet_layout(phantom_dir, tmp_path / "tu")
-    transunet = open_dataset(tmp_path / "tu", val_cases=0)
+    transunet = read_dataset_spec(tmp_path / "tu", val_cases=0)
     assert transunet.axcodes == "LPS"
     tu_slices = [(s["image"][0], s["label"][0]) for s in (read_npz_slice(i["image"]) for i in transunet.splits["training"])]
 

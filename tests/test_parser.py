@@ -3,25 +3,26 @@ box prompts (jitter bounds, the data path, the box-prompted forward)."""
 
 import io
 
+import monai.data
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 import medsam_ft
-import monai.data
+from medsam_ft.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from medsam_ft.data import BoxPromptDataset, grow_box, mask_box
-from medsam_ft.engine import SlicePredictor
+from medsam_ft.inference import SlicePredictor
 from medsam_ft.losses import SegmentationLoss
 from medsam_ft.networks import SemanticSAM
-from medsam_ft.networks.parser import SVDWeight
 
 
 def _pair(backbone, **options):
     torch.manual_seed(0)
     base = medsam_ft.build_network("decoder_only", backbone=backbone, num_classes=3, image_size=64).eval()
     torch.manual_seed(0)  # the same random vit_tiny weights for both
-    parser = medsam_ft.build_network("parser", backbone=backbone, num_classes=3, image_size=64, **options).eval()
+    parser = medsam_ft.build_network("parser", backbone=backbone, num_classes=3, image_size=64, method_options=options).eval()
     return base, parser
 
 
@@ -36,11 +37,12 @@ def test_untrained_parser_equals_the_base_network(backbone, layers):
 def test_merge_folds_the_coefficients_into_plain_weights():
     _, parser = _pair("vit_tiny", layers="all")
     with torch.no_grad():
-        for layer in parser.svd_layers:
-            layer.coefficients.mul_(torch.linspace(0.5, 1.5, layer.coefficients.numel()))
+        for coefficients in parser.coefficients:
+            coefficients.mul_(torch.linspace(0.5, 1.5, coefficients.numel()))
     merged = parser.merge()
-    assert type(merged) is SemanticSAM and not any(isinstance(m, SVDWeight) for m in merged.modules())
-    assert "image_encoder.neck.0.weight" in merged.state_dict() and not any("coefficients" in k for k in merged.state_dict())
+    assert type(merged) is SemanticSAM and not any(parametrize.is_parametrized(m) for m in merged.modules())
+    assert "image_encoder.neck.0.weight" in merged.state_dict()
+    assert not any("parametrizations" in k for k in merged.state_dict())
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(merged(image), parser(image))
@@ -58,22 +60,26 @@ def test_only_coefficients_and_decoder_train():
     parser.train()
     parser(torch.rand(2, 3, 64, 64)).logsumexp(1).mean().backward()
     for layer in parser.svd_layers:
-        assert layer.coefficients.grad is not None and layer.u.grad is None
-        assert layer.layer.bias is None or not layer.layer.bias.requires_grad
-    assert all(p.grad is None for n, p in parser.image_encoder.named_parameters() if "coefficients" not in n)
+        assert layer.parametrizations.weight.original.grad is not None
+        assert layer.parametrizations.weight[0].u.grad is None
+        assert layer.bias is None or not layer.bias.requires_grad
+    coefficient_ids = {id(c) for c in parser.coefficients}
+    assert all(p.grad is None for p in parser.image_encoder.parameters() if id(p) not in coefficient_ids)
     state = parser.trainable_state_dict()
-    assert {k for k in state if k.startswith("image_encoder.")} == {"image_encoder.neck.0.coefficients",
-                                                                     "image_encoder.neck.2.coefficients"}
+    assert {k for k in state if k.startswith("image_encoder.")} == {
+        "image_encoder.neck.0.parametrizations.weight.original", "image_encoder.neck.2.parametrizations.weight.original"}
 
 
 def test_vit_b_conv_layers_add_512_coefficients():
     decoder_only = medsam_ft.build_network("decoder_only", backbone="vit_b", num_classes=9, image_size=64)
     parser = medsam_ft.build_network("parser", backbone="vit_b", num_classes=9, image_size=64)
     assert parser.num_parameters(trainable_only=True) - decoder_only.num_parameters(trainable_only=True) == 512
-    half = medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=3, image_size=64, rank_ratio=0.5)
-    assert [layer.coefficients.numel() for layer in half.svd_layers] == [16, 16]  # 32 -> 16 per neck conv
+    half = medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=3, image_size=64,
+                                   method_options={"rank_ratio": 0.5})
+    assert [c.numel() for c in half.coefficients] == [16, 16]  # 32 -> 16 per neck conv
     with pytest.raises(ValueError, match="unknown SAM-PARSER layers"):
-        medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=3, image_size=64, layers="attention")
+        medsam_ft.build_network("parser", backbone="vit_tiny", num_classes=3, image_size=64,
+                                method_options={"layers": "attention"})
 
 
 def test_focal_term():
@@ -138,3 +144,22 @@ def test_box_jitter_reseeded_per_worker_and_small_objects_left_out():
     loader = monai.data.DataLoader(boxes, batch_size=4, num_workers=2)
     first, second = (batch["box"] for batch in loader)  # one batch from each worker
     assert not torch.equal(first, second)  # each worker has its own jitter stream
+
+
+def test_checkpoints_of_version_0_1_still_load(tmp_path):
+    """medsam_ft 0.1 stored SAM-PARSER's coefficients as ``<layer>.coefficients`` and the method's
+    options beside the common config keys: such a checkpoint rebuilds the same network."""
+    _, parser = _pair("vit_tiny")
+    with torch.no_grad():
+        parser.coefficients[0].mul_(1.5)
+    state = {k.replace(".parametrizations.weight.original", ".coefficients"): v
+             for k, v in parser.trainable_state_dict().items()}
+    old_config = {k: v for k, v in parser.config.items() if k not in ("weights", "method_options", "pixel_norm")}
+    old_config |= {"checkpoint": None, **parser.config["method_options"], "pixel_norm": parser.config["pixel_norm"]}
+    old = {"format": CHECKPOINT_FORMAT, "config": old_config, "state": state, "backbone_sha256": parser.backbone_sha256}
+    torch.save(old, tmp_path / "old.pt")
+    torch.manual_seed(0)  # the same random vit_tiny weights as _pair's
+    loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image), parser.eval()(image))

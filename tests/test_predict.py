@@ -22,9 +22,9 @@ from torch import nn
 
 import medsam_ft.predict
 from data_prep.phantom import write_dicom_series
+from medsam_ft.checkpoint import TrainableCheckpoint
 from medsam_ft.cli import main
 from medsam_ft.data import SYNAPSE_CLASS_NAMES
-from medsam_ft.engine import TrainableCheckpoint
 from medsam_ft.io import write_nifti
 from medsam_ft.networks import build_network
 from medsam_ft.predict import OutputOptions, VolumePredictor, predict_scans
@@ -289,7 +289,8 @@ def test_checkpoints_that_cannot_predict_volumes_are_refused(tmp_path, capsys):
     other_classes = _checkpoint_with(tmp_path / "three.pt", num_classes=3, config={"num_classes": 9})
     _refused(capsys, "--checkpoint", str(other_classes), *args, names=other_classes, says="does not match this")
     names_mismatch = _checkpoint_with(tmp_path / "names.pt", num_classes=3)
-    _refused(capsys, "--checkpoint", str(names_mismatch), *args, names=names_mismatch, says="names 9 classes for a network with 3")
+    _refused(capsys, "--checkpoint", str(names_mismatch), *args, names=names_mismatch,
+             says="names 9 classes for a network with 3")
     image_model = _checkpoint_with(tmp_path / "2d.pt", hu_window=None)
     _refused(capsys, "--checkpoint", str(image_model), *args, names=image_model, says="trained on 2D images")
     box_model = _checkpoint_with(tmp_path / "box.pt", prompt="box")

@@ -1,4 +1,4 @@
-"""SAM-family backbones behind one registry: ``build_backbone(name, checkpoint, image_size)``."""
+"""SAM-family backbones behind one registry: ``build_backbone(name, weights, image_size)``."""
 
 from . import lite_medsam, vit  # noqa: F401  (registers the backbones)
 from .base import (

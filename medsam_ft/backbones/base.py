@@ -120,7 +120,14 @@ BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
 
 
 def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Register ``factory(checkpoint=None, image_size=None) -> Backbone`` under ``name``."""
+    """A decorator registering a backbone factory.
+
+    Args:
+        name: the name :func:`build_backbone` takes.
+
+    Returns:
+        The decorator; the factory is ``factory(weights=None, image_size=None) -> Backbone``.
+    """
     return BACKBONES.register(name)
 
 
@@ -128,13 +135,33 @@ def list_backbones() -> list[str]:
     return BACKBONES.names()
 
 
-def build_backbone(name: str, checkpoint: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
-    """Build backbone ``name`` (see :func:`list_backbones`) for ``image_size`` with weights from ``checkpoint``."""
-    return BACKBONES.get(name)(checkpoint=checkpoint, image_size=image_size)
+def build_backbone(name: str, weights: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
+    """Build a registered backbone.
+
+    Args:
+        name: see :func:`list_backbones`.
+        weights: the backbone's weight file (None: its default, see each factory).
+        image_size: the input size (None: the size the weights were trained at).
+
+    Returns:
+        The :class:`Backbone` (encoder, prompt encoder, SAM mask decoder, normalisation, load report).
+    """
+    return BACKBONES.get(name)(weights=weights, image_size=image_size)
 
 
 def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, torch.Tensor]:
-    """Load a tensor state dict from ``path``; ``expected`` names the variant for error messages."""
+    """Load a tensor state dict.
+
+    Args:
+        path: the weight file.
+        expected: the variant, for errors ("SAM vit_b").
+
+    Returns:
+        name -> tensor.
+
+    Raises:
+        InputError: unreadable, or not a dict of tensors.
+    """
     state = load_torch_file(path, f"a {expected} checkpoint")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
@@ -159,8 +186,20 @@ def load_checked(
     """Copy ``state`` into ``modules`` (``{"image_encoder": ..., ...}``), every tensor accounted for.
 
     ``adapt(key, value, target)`` may return ``value`` resized to ``target``'s shape (position
-    tables at another input size), else None. Any missing, unexpected or mismatched tensor is an
-    :class:`InputError` naming the file and the expected variant.
+    tables at another input size), else None.
+
+    Args:
+        modules: ``{"image_encoder": ..., "prompt_encoder": ..., "mask_decoder": ...}``.
+        state: the weight file's tensors, keys prefixed by those names.
+        path: the file, for errors.
+        expected: the variant, for errors.
+        adapt: resizes a tensor to its target's shape, or returns None.
+
+    Returns:
+        What was loaded and resized.
+
+    Raises:
+        InputError: a missing, unexpected or mismatched tensor, naming the file and the expected variant.
     """
     report = LoadReport(source=str(path))
     targets = dict(_parts(modules))
@@ -194,9 +233,17 @@ def load_checked(
 
 
 def random_init_report(name: str) -> LoadReport:
+    """Warn that a backbone is randomly initialised.
+
+    Args:
+        name: the backbone.
+
+    Returns:
+        A report of no loaded tensors.
+    """
     logger.warning(
-        "backbone %s: no checkpoint given, weights are RANDOMLY INITIALISED (fine for tests and FLOP counts, "
-        "useless for segmentation); pass checkpoint=PATH to load SAM weights",
+        "backbone %s: no weight file given, weights are RANDOMLY INITIALISED (fine for tests and FLOP counts, "
+        "useless for segmentation); pass weights=PATH to load SAM weights",
         name,
     )
     return LoadReport(source=None)

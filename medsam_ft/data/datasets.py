@@ -28,9 +28,9 @@ from monai.transforms import Compose
 from medsam_ft.io import InputError
 from medsam_ft.transforms import slice_transforms, volume_transforms
 
-from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, kept_slices, load_volumes
 from .datalist import SPLITS, read_datalist
 from .folder2d import LoadImage2Dd, MaskFormat
+from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, kept_slices, load_volumes
 from .synapse import SYNAPSE_CLASS_NAMES, check_pair
 from .transunet import read_npz_slice
 
@@ -62,13 +62,27 @@ class DatasetSpec:
                                  axcodes=self.axcodes)
 
 
-def open_dataset(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | None = None,
-                 val_cases: int = 2, seed: int = 0, axcodes: str | None = None) -> DatasetSpec:
-    """Open ``dataset_dir`` (a datalist's folder, or the TransUNet layout); every listed file is checked.
+def read_dataset_spec(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | None = None,
+                      val_cases: int = 2, seed: int = 0, axcodes: str | None = None) -> DatasetSpec:
+    """Read what a data set folder holds (a datalist's folder, or the TransUNet layout); every listed file is checked.
 
-    ``axcodes``: the orientation volumes are sliced in (a checkpoint's, to evaluate it as it was
-    trained). NIfTI datalists are reoriented to it (default RAS); the TransUNet layout's arrays have
-    the orientation they were written in (:func:`transunet_axcodes`), and another is refused.
+    Args:
+        dataset_dir: the folder.
+        datalist: the datalist (default ``dataset_dir/datalist.json``).
+        val_cases: TransUNet layout: training cases held out for validation (the datalist's own
+            validation split otherwise).
+        seed: draws those cases.
+        axcodes: the orientation volumes are sliced in (a checkpoint's, to evaluate it as it was
+            trained). NIfTI datalists are reoriented to it (default RAS); the TransUNet layout's
+            arrays have the orientation they were written in (:func:`transunet_axcodes`).
+
+    Returns:
+        The :class:`DatasetSpec` (layout, class names, HU window, splits...); datasets come from
+        :func:`slice_dataset` and :func:`evaluation_dataset`.
+
+    Raises:
+        InputError: folder or listed file missing or unreadable, no datalist nor TransUNet layout, an
+            invalid mask format, or a TransUNet layout oriented otherwise than ``axcodes``.
     """
     root = Path(dataset_dir)
     if not root.is_dir():
@@ -140,6 +154,15 @@ def transunet_axcodes(root: str | os.PathLike) -> str:
     keep each scan's stored voxel order (SimpleITK arrays of DICOM-derived NIfTI), LPS for the
     Synapse scans (X to the patient's left, Y posterior: the liver on the image's left, anterior up,
     as their figures show). Another convention: write ``{"axcodes": "..."}`` to ``transunet.json``.
+
+    Args:
+        root: the TransUNet layout's folder.
+
+    Returns:
+        Three axis codes, e.g. ``RAS``.
+
+    Raises:
+        InputError: an unreadable ``transunet.json`` or invalid codes in it.
     """
     meta = Path(root) / TRANSUNET_META
     if not meta.is_file():
@@ -154,7 +177,12 @@ def transunet_axcodes(root: str | os.PathLike) -> str:
 
 
 class CheckedDataset(torch.utils.data.Dataset):
-    """``transform(items[i])``, failing with an :class:`InputError` that names the bad file."""
+    """``transform(items[i])``, failing with an :class:`InputError` that names the bad file.
+
+    Args:
+        items: the datalist items.
+        transform: applied to each when it is read.
+    """
 
     def __init__(self, items: Sequence[Mapping[str, Any]], transform: Callable[[Mapping[str, Any]], Any]):
         self.items, self.transform = list(items), transform
@@ -175,12 +203,20 @@ def _stack_npz_case(item: Mapping[str, Any]) -> dict[str, Any]:
 def slice_dataset(spec: DatasetSpec, image_size: int | None, augment: str = "samed", keep_empty: float = 1.0,
                   seed: int = 0, crop_size: int | None = None, crop_after_resize: bool = False,
                   split: str = "training") -> torch.utils.data.Dataset:
-    """2D samples (image float[3, S, S], label long[1, S, S]) of a split: every slice of its volumes, or every image.
+    """2D training samples of a split: every slice of its volumes, or every image.
 
-    ``keep_empty`` < 1 keeps only that fraction (drawn with ``seed``) of the volume slices without any
-    organ. ``augment``: see :func:`medsam_ft.transforms.augmentation`. ``crop_size``,
-    ``crop_after_resize``: random crops instead of whole images (see
-    :func:`medsam_ft.transforms.slice_transforms`).
+    Args:
+        spec: from :func:`read_dataset_spec`.
+        image_size: S, the network input size.
+        augment: see :func:`medsam_ft.transforms.augmentation`.
+        keep_empty: the fraction (drawn with ``seed``) of volume slices without any organ kept.
+        seed: draws them.
+        crop_size: random crops instead of whole images (see :func:`medsam_ft.transforms.slice_transforms`).
+        crop_after_resize: crops cut from the image resized to S (GSAM).
+        split: ``training``, ``validation`` or ``test``.
+
+    Returns:
+        A dataset of ``{"image": float[3, S, S], "label": long[1, S, S]}`` (crop size for crops).
     """
     transform = slice_transforms(image_size, augment, crop_size, crop_after_resize)
     items = spec.splits[split]
@@ -199,10 +235,20 @@ def slice_dataset(spec: DatasetSpec, image_size: int | None, augment: str = "sam
 
 
 def evaluation_dataset(spec: DatasetSpec, split: str, allow_empty: bool = False) -> torch.utils.data.Dataset:
-    """Whole volumes of ``split`` (image float[1, X, Y, Z], label [1, X, Y, Z]), read lazily.
+    """Whole volumes (or 2D images) of a split, read lazily, for validation and evaluation.
 
-    For a 2D data set: whole images at their own size (image float[1 or 3, H, W], label uint8[1, H, W]).
-    ``allow_empty``: an empty split gives an empty dataset (training without validation) instead of an error.
+    Args:
+        spec: from :func:`read_dataset_spec`.
+        split: ``training``, ``validation`` or ``test``.
+        allow_empty: an empty split gives an empty dataset (training without validation) instead of an error.
+
+    Returns:
+        A dataset of image float[1, X, Y, Z] and label [1, X, Y, Z] volumes; for a 2D data set whole
+        images at their own size (image float[1 or 3, H, W], label uint8[1, H, W]).
+
+    Raises:
+        ValueError: unknown split.
+        InputError: an empty split, unless ``allow_empty``.
     """
     if split not in spec.splits:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(spec.splits)}")
@@ -215,13 +261,30 @@ def evaluation_dataset(spec: DatasetSpec, split: str, allow_empty: bool = False)
 
 
 def check_class_names(spec: DatasetSpec, class_names: Sequence[str], checkpoint: str | os.PathLike) -> None:
-    """A checkpoint must be evaluated on data with the classes it was trained for."""
+    """A checkpoint must be evaluated on data with the classes it was trained for.
+
+    Args:
+        spec: the data set.
+        class_names: the checkpoint's.
+        checkpoint: its path, for the error.
+
+    Raises:
+        InputError: the names differ.
+    """
     if list(class_names) != spec.class_names:
         raise InputError(checkpoint, f"was trained for classes {list(class_names)}, but {spec.root} has {spec.class_names}")
 
 
 def check_num_classes(spec: DatasetSpec, num_classes: int) -> None:
-    """A network must have one output per class of the data set it trains on."""
+    """A network must have one output per class of the data set it trains on.
+
+    Args:
+        spec: the data set.
+        num_classes: the network's.
+
+    Raises:
+        InputError: the numbers differ.
+    """
     if num_classes != len(spec.class_names):
         raise InputError(spec.root, f"has {len(spec.class_names)} classes {spec.class_names}, but num_classes is "
                                     f"{num_classes}; change the datalist's labels or leave num_classes to the data set")

@@ -79,6 +79,15 @@ def read_palette(path: str | os.PathLike) -> tuple[dict[str, list[int]], list[li
     JSON: ``{"classes": {"sky": [128, 128, 128], ...}, "ignore": [[0, 0, 0]]}`` (``ignore`` optional);
     CSV with a header (CamVid's ``class_dict.csv``): ``name,r,g,b`` rows, every row a class.
     Class ids follow the file's order.
+
+    Args:
+        path: the palette file (``.json`` or ``.csv``).
+
+    Returns:
+        ``(classes name -> [r, g, b], ignore colours)``.
+
+    Raises:
+        InputError: unreadable, or colours that are not three values in 0..255.
     """
     path = Path(path)
     if not path.is_file():
@@ -126,7 +135,17 @@ def _open(path: Path, what: str, palette_to_rgb: bool = True) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """float32[1 or 3, H, W] in [0, 1] (see the module docstring for the scaling)."""
+    """Read a 2D image (see the module docstring for the scaling).
+
+    Args:
+        path: the image file.
+
+    Returns:
+        float32[1 or 3, H, W] in [0, 1].
+
+    Raises:
+        InputError: unreadable or of an unsupported kind.
+    """
     path = Path(path)
     pixels = _open(path, "image")
     if pixels.dtype == np.uint8:
@@ -165,7 +184,18 @@ def _check_class_ids(path: Path, values: Iterable[int], mask_format: MaskFormat)
 
 
 def read_mask(path: str | os.PathLike, mask_format: MaskFormat) -> np.ndarray:
-    """uint8[1, H, W]: class ids 0..C-1, and :data:`IGNORE_INDEX` where ignored."""
+    """Read a mask as class ids.
+
+    Args:
+        path: the mask file.
+        mask_format: how its values map to classes.
+
+    Returns:
+        uint8[1, H, W]: class ids 0..C-1, and :data:`IGNORE_INDEX` where ignored.
+
+    Raises:
+        InputError: unreadable, or values the format does not allow.
+    """
     path = Path(path)
     pixels = _open(path, "mask", palette_to_rgb=mask_format.mode == "palette")
     if mask_format.mode == "binary":
@@ -193,7 +223,14 @@ def _palette_ids(path: Path, pixels: np.ndarray, mask_format: MaskFormat) -> np.
 
 
 def header_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) from the file header, without decoding the pixels."""
+    """An image's size from its file header, without decoding the pixels.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        (H, W).
+    """
     try:
         with Image.open(path) as image:
             return image.height, image.width
@@ -209,15 +246,33 @@ def _require_same_size(image: str | os.PathLike, image_hw: Sequence[int], mask: 
 
 
 def check_sizes(image: str | os.PathLike, mask: str | os.PathLike) -> None:
-    """An image and its mask must have the same height and width (read from the file headers)."""
+    """An image and its mask must have the same height and width (read from the file headers).
+
+    Args:
+        image: the image file.
+        mask: its mask.
+
+    Raises:
+        InputError: the sizes differ (names the mask).
+    """
     _require_same_size(image, header_size(image), mask, header_size(mask))
 
 
 def pair_files(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, mask_suffix: str = "") -> list[dict[str, str]]:
     """``[{"image", "label", "name"}]`` pairing ``images_dir/STEM.*`` with ``masks_dir/STEM{mask_suffix}.*``.
 
-    Pairs by file stem, never by sort order; an image without its mask, or a mask without its
-    image, is an error naming the file.
+    Pairs by file stem, never by sort order.
+
+    Args:
+        images_dir: the images.
+        masks_dir: the masks.
+        mask_suffix: what mask stems add to image stems (e.g. ``_mask``).
+
+    Returns:
+        ``[{"image", "label", "name"}]``, sorted by stem.
+
+    Raises:
+        InputError: an image without its mask, or a mask without its image, naming the file.
     """
     images, masks = files_by_stem(images_dir, IMAGE_SUFFIXES), files_by_stem(masks_dir, IMAGE_SUFFIXES)
     if not images:
@@ -240,7 +295,20 @@ def scan_masks(masks: Sequence[str | os.PathLike], mode: str = "auto", ignore_va
 
     ``palette`` given: ``palette`` masks (:func:`read_palette`). ``auto``: ``binary`` for JPEG masks
     (JPEG cannot store exact ids) or values within {0, 255} (255 not being the ignore value), else
-    ``ids``. ``ids``: ``num_classes`` = the largest id + 1 unless given. Errors name the file.
+    ``ids``. ``ids``: ``num_classes`` = the largest id + 1 unless given.
+
+    Args:
+        masks: every mask file.
+        mode: ``auto``, ``ids``, ``binary`` or ``palette``.
+        ignore_value: the mask value of unlabelled pixels (ids / binary masks).
+        num_classes: ids masks: the number of classes (default: the largest id + 1).
+        palette: a palette file (:func:`read_palette`).
+
+    Returns:
+        The :class:`MaskFormat` every mask was checked against.
+
+    Raises:
+        InputError: a mask that does not fit, naming the file.
     """
     if palette is not None:
         classes, ignore = read_palette(palette)
@@ -268,8 +336,20 @@ def scan_masks(masks: Sequence[str | os.PathLike], mode: str = "auto", ignore_va
 
 
 def find_split_folders(root: Path, images: str, masks: str) -> dict[str, tuple[Path, Path]]:
-    """``{split: (images_dir, masks_dir)}``: ``root/images`` -> one unsplit ``"all"``; else per-split
-    subfolders ``root/{train,val,test}/images`` (also ``training``, ``valid``, ``validation``, ``testing``)."""
+    """The image and mask folders of a data set, per split.
+
+    Args:
+        root: the data set folder.
+        images: the image folder's name.
+        masks: the mask folder's name.
+
+    Returns:
+        ``{split: (images_dir, masks_dir)}``: ``root/images`` -> one unsplit ``"all"``; else per-split
+        subfolders ``root/{train,val,test}/images`` (also ``training``, ``valid``, ``validation``, ``testing``).
+
+    Raises:
+        InputError: neither layout found.
+    """
     if (root / images).is_dir():
         return {"all": (root / images, root / masks)}
     found = {}
@@ -284,7 +364,14 @@ def find_split_folders(root: Path, images: str, masks: str) -> dict[str, tuple[P
 
 
 def read_name_list(path: str | os.PathLike) -> list[str]:
-    """Stems listed in a split file, one image name or stem per line (blank lines and # comments skipped)."""
+    """The stems a split file lists.
+
+    Args:
+        path: one image name or stem per line (blank lines and # comments skipped).
+
+    Returns:
+        The stems.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "split list not found")
@@ -299,6 +386,19 @@ def assign_splits(pairs: Iterable[Mapping[str, str]], lists: Mapping[str, Sequen
     Without a training list, the pairs in no list are the training set (with one, unlisted pairs are
     left out). Without a validation list, ``val_fraction`` of the training pairs, drawn with ``seed``,
     become the validation set.
+
+    Args:
+        pairs: the unsplit image/mask pairs.
+        lists: split -> listed names.
+        val_fraction: the training share drawn for validation without a validation list.
+        seed: draws it.
+        list_source: split -> the list's file, for errors.
+
+    Returns:
+        split -> pairs.
+
+    Raises:
+        InputError: a listed name with no pair, or one listed in two splits.
     """
     pairs = list(pairs)
     by_name = {p["name"]: dict(p) for p in pairs}
@@ -330,6 +430,11 @@ class LoadImage2Dd(MapTransform):
 
     Both are MetaTensors whose ``filename_or_obj`` is their file; a mask of another size than its
     image is an :class:`InputError` naming the mask.
+
+    Args:
+        mask_format: how mask values map to classes (None: images only).
+        image_key: the image entry.
+        label_key: the mask entry.
     """
 
     def __init__(self, mask_format: MaskFormat | None = None, image_key: str = "image", label_key: str = "label"):

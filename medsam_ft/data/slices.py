@@ -16,7 +16,18 @@ from .transunet import read_h5_volume, read_npz_slice
 
 
 def apply_checked(transform: Callable[[Any], Any], item: Mapping[str, Any]) -> Any:
-    """``transform(item)``, with MONAI's wrapped exceptions turned into an :class:`InputError` naming the file."""
+    """Apply a transform to a datalist item, errors naming the file.
+
+    Args:
+        transform: the MONAI transform.
+        item: the item.
+
+    Returns:
+        ``transform(item)``.
+
+    Raises:
+        InputError: the transform failed (MONAI's wrapped exception unwrapped), naming the item's file.
+    """
     try:
         return transform(item)
     except Exception as err:  # MONAI wraps every failure in RuntimeError("applying transform ...")
@@ -44,8 +55,16 @@ class LoadTransUNetd(MapTransform):
 
 
 def kept_slices(has_organ: Sequence[bool], keep_empty: float, rng: np.random.Generator) -> list[int]:
-    """Indices of the slices to train on: every slice with an organ, and a ``keep_empty`` fraction
-    (drawn with ``rng``) of those without any."""
+    """The slices to train on.
+
+    Args:
+        has_organ: per slice, whether its label has any foreground.
+        keep_empty: the fraction of slices without any kept.
+        rng: draws them.
+
+    Returns:
+        Indices: every slice with an organ, and the drawn empty ones, sorted.
+    """
     return [z for z, organ in enumerate(has_organ) if organ or rng.random() < keep_empty]
 
 
@@ -56,6 +75,12 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
     else, e.g. ``case``). Item i is ``transform({"image": [1, X, Y], "label": [1, X, Y], "case", "slice"})``.
     Slices are views into the volumes: nothing is copied up front. ``keep_empty`` < 1 keeps only that
     fraction (drawn with ``seed``) of the slices whose label is all background.
+
+    Args:
+        volumes: the loaded volumes.
+        transform: the 2D sample chain.
+        keep_empty: the fraction of empty slices kept.
+        seed: draws them.
     """
 
     def __init__(self, volumes: Sequence[Mapping[str, Any]], transform: Callable[[dict], dict] | None = None,
@@ -84,5 +109,16 @@ class VolumeSliceDataset(torch.utils.data.Dataset):
 
 
 def load_volumes(items: Sequence[Mapping[str, Any]], transform: Callable[[Any], Any]) -> list[dict[str, Any]]:
-    """Apply the volume ``transform`` to every datalist item, failing with the name of the bad file."""
+    """Load every datalist item's volumes.
+
+    Args:
+        items: the datalist items.
+        transform: the volume chain.
+
+    Returns:
+        The loaded items.
+
+    Raises:
+        InputError: a file failed, naming it.
+    """
     return [apply_checked(transform, item) for item in items]

@@ -34,9 +34,16 @@ _CASE_ID = re.compile(r"img(\d+)\.nii(\.gz)?$")
 
 
 def find_raw_cases(raw_dir: str | os.PathLike) -> dict[int, tuple[Path, Path]]:
-    """``{case id: (image, label)}`` for ``raw_dir/img/imgNNNN.nii.gz`` + ``raw_dir/label/labelNNNN.nii.gz``.
+    """The cases of a raw Synapse folder.
 
-    Raises :class:`InputError` for a missing folder, an image without its label, or no cases.
+    Args:
+        raw_dir: holding ``img/imgNNNN.nii.gz`` and ``label/labelNNNN.nii.gz``.
+
+    Returns:
+        ``{case id: (image, label)}``.
+
+    Raises:
+        InputError: a missing folder, an image without its label, or no cases.
     """
     raw_dir = Path(raw_dir)
     img_dir, label_dir = raw_dir / "img", raw_dir / "label"
@@ -57,7 +64,15 @@ def find_raw_cases(raw_dir: str | os.PathLike) -> dict[int, tuple[Path, Path]]:
 
 
 def check_pair(image: Path, label: Path) -> None:
-    """Header-level checks of an image/label pair: both NIfTI, 3D, same shape."""
+    """Header-level checks of an image/label pair: both NIfTI, 3D, same shape.
+
+    Args:
+        image: the image file.
+        label: its label file.
+
+    Raises:
+        InputError: a failed check, naming the file.
+    """
     shapes = []
     for path in (image, label):
         try:
@@ -81,6 +96,15 @@ def make_datalist(
     Test: the TransUNet test cases present; validation: ``val_cases`` of the other cases, drawn with
     ``seed`` and removed from training (0: none, SAMed's protocol); training: the rest. A folder of
     test cases only gives a datalist of its test split alone.
+
+    Args:
+        raw_dir: the raw Synapse folder.
+        val_cases: training cases held out for validation.
+        seed: draws them.
+        test_cases: the test split's case ids.
+
+    Returns:
+        The datalist (``training``, ``validation``, ``test``, class names, label map, HU window).
 
     Raises:
         InputError: a bad image/label pair, or more validation cases asked for than training cases allow.

@@ -32,7 +32,17 @@ def _checked(path: Path, image: np.ndarray, label: np.ndarray, ndim: int) -> dic
 
 
 def read_npz_slice(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """``caseXXXX_sliceYYY.npz`` -> ``{"image": float[1, X, Y], "label": long[1, X, Y]}``."""
+    """Read a TransUNet training slice.
+
+    Args:
+        path: ``caseXXXX_sliceYYY.npz``.
+
+    Returns:
+        ``{"image": float[1, X, Y], "label": long[1, X, Y]}``.
+
+    Raises:
+        InputError: unreadable or without ``image`` and ``label`` arrays.
+    """
     path = Path(path)
     try:
         with np.load(path) as data:
@@ -43,7 +53,17 @@ def read_npz_slice(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def read_h5_volume(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """``caseXXXX.npy.h5`` -> ``{"image": float[1, X, Y, Z], "label": long[1, X, Y, Z]}``."""
+    """Read a TransUNet test volume.
+
+    Args:
+        path: ``caseXXXX.npy.h5``.
+
+    Returns:
+        ``{"image": float[1, X, Y, Z], "label": long[1, X, Y, Z]}``.
+
+    Raises:
+        InputError: unreadable or without ``image`` and ``label`` datasets.
+    """
     path = Path(path)
     try:
         with h5py.File(path, "r") as data:
@@ -54,13 +74,25 @@ def read_h5_volume(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def write_npz_slice(path: str | os.PathLike, image: np.ndarray, label: np.ndarray) -> None:
-    """image float[X, Y] in [0, 1], label [X, Y] -> TransUNet npz ([Y, X] arrays)."""
+    """Write a TransUNet training slice ([Y, X] arrays).
+
+    Args:
+        path: the ``.npz`` file.
+        image: float[X, Y] in [0, 1].
+        label: [X, Y] class ids.
+    """
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, image=image.T.astype(np.float32), label=label.T.astype(np.float32))
 
 
 def write_h5_volume(path: str | os.PathLike, image: np.ndarray, label: np.ndarray) -> None:
-    """image float[X, Y, Z] in [0, 1], label [X, Y, Z] -> TransUNet h5 ([Z, Y, X] arrays)."""
+    """Write a TransUNet test volume ([Z, Y, X] arrays).
+
+    Args:
+        path: the ``.npy.h5`` file.
+        image: float[X, Y, Z] in [0, 1].
+        label: [X, Y, Z] class ids.
+    """
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
         handle.create_dataset("image", data=image.transpose(2, 1, 0).astype(np.float32))
         handle.create_dataset("label", data=label.transpose(2, 1, 0).astype(np.float32))

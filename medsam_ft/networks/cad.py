@@ -22,8 +22,15 @@ STEMS = ("paper", "strided")
 
 
 def high_frequency(image: torch.Tensor, tau: float = 0.25) -> torch.Tensor:
-    """float[..., H, W] -> float[..., H, W]: ``|Re(ifft2(F))|`` where F is the centred spectrum with its
-    low-frequency square of side ``2 * floor(sqrt(tau * H * W) / 2)`` around the zero frequency zeroed."""
+    """CAD's high-frequency image: ``|Re(ifft2(F))|``, F the centred spectrum with its low frequencies zeroed.
+
+    Args:
+        image: float[..., H, W].
+        tau: the zeroed square around the zero frequency has side ``2 * floor(sqrt(tau * H * W) / 2)``.
+
+    Returns:
+        float[..., H, W].
+    """
     height, width = image.shape[-2:]
     half = int(math.sqrt(tau * height * width) // 2)
     spectrum = torch.fft.fftshift(torch.fft.fft2(image.float()), dim=(-2, -1))
@@ -33,7 +40,11 @@ def high_frequency(image: torch.Tensor, tau: float = 0.25) -> torch.Tensor:
 
 
 class AdapterBlock(nn.Module):
-    """``avgpool2(x + leaky_relu(bn(conv3x3_dilation2(x))))``: float[B, C, H, W] -> float[B, C, H/2, W/2]."""
+    """``avgpool2(x + leaky_relu(bn(conv3x3_dilation2(x))))``: float[B, C, H, W] -> float[B, C, H/2, W/2].
+
+    Args:
+        channels: C.
+    """
 
     def __init__(self, channels: int):
         super().__init__()
@@ -52,6 +63,16 @@ class ConvAdapter(nn.Module):
     ``"strided"``: a 4x4 conv at stride 4 instead (16x fewer block FLOPs, same memory benefit).
     Each block's output is average-pooled to (h, w); the sum is projected to D (1x1 conv, when
     ``channels`` differs from D), squashed with tanh and scaled by 0.1.
+
+    Args:
+        embed_dim: D, the image embedding's channels.
+        channels: the blocks' width (None: D).
+        num_blocks: the adapter blocks.
+        tau: see :func:`high_frequency`.
+        stem: ``paper`` or ``strided``.
+
+    Raises:
+        ValueError: unknown stem.
     """
 
     def __init__(self, embed_dim: int, channels: int | None = None, num_blocks: int = 3, tau: float = 0.25,
@@ -79,11 +100,18 @@ class ConvAdapter(nn.Module):
 class CAD(SemanticSAM):
     """CAD behind the network contract (``forward(image) -> logits float[B, C, H/s, W/s]``).
 
-    Options: ``tau``, ``stem``, ``adapter_channels``, ``adapter_size`` (the side the adapter sees the
-    image at, apart from the encoder's; None: half the encoder's, as the reference feeds the adapter
-    512-px images and the encoder 1024). The paper prompts the decoder with a box around
-    the whole image: ``build_network("cad", ..., prompt="whole_image_box")``. Trained: the adapter
-    and the mask decoder.
+    The paper prompts the decoder with a box around the whole image:
+    ``build_network("cad", ..., prompt="whole_image_box")``. Trained: the adapter and the mask decoder.
+
+    Args:
+        backbone: the backbone's parts.
+        num_classes: C, background included.
+        config: what :func:`~medsam_ft.networks.build_network` records.
+        tau: the FFT high-pass radius, a fraction of the spectrum.
+        stem: ``paper`` (the reference's full-resolution convolutions) or ``strided`` (cheaper).
+        adapter_channels: the adapter's width (None: its default).
+        adapter_size: the side the adapter sees the image at, apart from the encoder's; None: half
+            the encoder's, as the reference feeds the adapter 512-px images and the encoder 1024.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, config: dict, *, tau: float = 0.25,

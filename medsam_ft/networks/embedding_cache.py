@@ -36,6 +36,9 @@ class EmbeddingCache:
 
     ``encode(encoder, images)``: images float[B, 3, S, S] (the encoder's input) -> float[B, D, h, w],
     running ``encoder`` on the misses only. ``hits`` / ``misses`` count lookups.
+
+    Args:
+        max_bytes: the memory the kept embeddings may take.
     """
 
     def __init__(self, max_bytes: int = 2 * 1024**3):
@@ -88,8 +91,18 @@ class EmbeddingCache:
 
 def embedding_cache_for(enabled: bool, augment: str = "none", crop_size: int | None = None,
                         max_gib: float = 2.0) -> EmbeddingCache | None:
-    """The cache a bundle asked for, or None (logged) when its training inputs are random
-    (augmentation other than ``none``, or random crops): every input would be a miss."""
+    """The cache a bundle asked for.
+
+    Args:
+        enabled: the bundle's ``cache_embeddings``.
+        augment: its augmentation.
+        crop_size: its random crop size (None: whole images).
+        max_gib: the cache's memory bound in GiB.
+
+    Returns:
+        An :class:`EmbeddingCache`, or None (logged) when not enabled or when the training inputs
+        are random (augmentation other than ``none``, or random crops): every input would be a miss.
+    """
     if not enabled:
         return None
     if augment != "none" or crop_size is not None:

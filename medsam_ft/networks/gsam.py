@@ -48,7 +48,11 @@ CNN_ENCODERS = {"resnet101": 1024, "resnet50": 1024, "resnet18": 256}  # name ->
 
 
 class PositionalEncodingGenerator(nn.Module):
-    """PEG (Chu et al. 2021): ``x + depthwise_conv3x3(x)``. forward: float[B, H, W, D] -> float[B, H, W, D]."""
+    """PEG (Chu et al. 2021): ``x + depthwise_conv3x3(x)``. forward: float[B, H, W, D] -> float[B, H, W, D].
+
+    Args:
+        dim: D.
+    """
 
     def __init__(self, dim: int):
         super().__init__()
@@ -65,6 +69,16 @@ class SMAdaptFormer(nn.Module):
     ``scale * up(sum_k branch_k(relu(down(x))))``, the branches being convs on the bottleneck map:
     ``1x1``, ``3x3`` and, for ``dilated``, one dilated 3x3 per rate. ``up`` starts at zero, so the
     adapted block starts as the pretrained one.
+
+    Args:
+        dim: D.
+        bottleneck: the bottleneck width.
+        branches: which of ``1x1``, ``3x3``, ``dilated``.
+        dilations: the dilated branch's rates.
+        scale: the output's scale.
+
+    Raises:
+        ValueError: an unknown branch.
     """
 
     def __init__(self, dim: int, bottleneck: int, branches: Sequence[str] = ADAPTER_BRANCHES,
@@ -98,6 +112,11 @@ class AdaptedMLP(nn.Module):
 
     forward: float[B, H, W, D] (ViT blocks), or float[B, H*W, D] token sequences whose grid
     ``grid()`` returns (TinyViT blocks) -> the same shape.
+
+    Args:
+        mlp: the block's MLP (frozen).
+        adapter: the adapter beside it.
+        grid: for token sequences, returns their (H, W); None for [B, H, W, D] input.
     """
 
     def __init__(self, mlp: nn.Module, adapter: SMAdaptFormer, grid: Callable[[], tuple[int, int]] | None = None):
@@ -119,6 +138,16 @@ class CNNEncoder(nn.Module):
     The input is normalised as ``input_norm`` (``{"mean", "std"}`` on the [0, 1] scale, the
     network's pixel normalisation) and converted to the ImageNet statistics torchvision's ResNets
     were trained with, whatever the transformer branch is fed.
+
+    Args:
+        name: ``resnet18``, ``resnet50`` or ``resnet101``.
+        stride: s, 8 or 16.
+        weights: a local torchvision ImageNet file for that ResNet; None: random initialisation.
+        input_norm: the normalisation its input arrives in (None: none, [0, 1] pixels).
+
+    Raises:
+        ValueError: unknown name or stride.
+        InputError: a weight file that is not that ResNet's.
     """
 
     def __init__(self, name: str = "resnet101", stride: int = 16, weights: str | os.PathLike | None = None,
@@ -170,6 +199,11 @@ class GSAMViTEncoder(nn.Module):
 
     forward: float[B, 3, H, W] (SAM-normalised, H and W multiples of the patch stride p)
     -> float[B, 256, H/p, W/p].
+
+    Args:
+        encoder: SAM's ``ImageEncoderViT`` (its blocks and neck are reused).
+        cnn: the CNN encoder (None: none).
+        patch_stride: p (16, or 8 with a re-strided patch embedding).
     """
 
     def __init__(self, encoder: ImageEncoderViT, cnn: CNNEncoder | None, patch_stride: int):
@@ -206,6 +240,10 @@ class GSAMTinyViTEncoder(nn.Module):
 
     forward: float[B, 3, H, W] (SAM-normalised, H and W multiples of 8) -> float[B, 256, H/4, W/4].
     The CNN features are resized (bilinear) to each token grid.
+
+    Args:
+        encoder: LiteMedSAM's :class:`~medsam_ft.backbones.lite_medsam.TinyViTEncoder`.
+        cnn: the CNN encoder (None: none).
     """
 
     def __init__(self, encoder: TinyViTEncoder, cnn: CNNEncoder | None):
@@ -240,11 +278,20 @@ class GSAMTinyViTEncoder(nn.Module):
 class GSAM(SemanticSAM):
     """GSAM behind the network contract: forward(float[B, 3, H, W]) -> float[B, C, H/s, W/s] for any H x W.
 
-    s = ``output_stride``: patch stride / 4 on ViT (4 by default), 1 on lite_medsam. Options:
-    ``patch_stride`` (ViT: 16 keeps SAM's token grid and output stride 4; 8, as the authors' code,
-    quadruples the tokens), ``cnn`` (a ResNet name, or None for no CNN encoder), ``cnn_weights`` (a
-    local torchvision ImageNet file), ``adapter_bottleneck`` (default width / 4),
-    ``adapter_branches``, ``dilations``, ``adapter_scale``.
+    s = ``output_stride``: patch stride / 4 on ViT (4 by default), 1 on lite_medsam.
+
+    Args:
+        backbone: the backbone's parts.
+        num_classes: C, background included.
+        config: what :func:`~medsam_ft.networks.build_network` records.
+        patch_stride: ViT: 16 keeps SAM's token grid and output stride 4; 8, as the authors' code,
+            quadruples the tokens.
+        cnn: a ResNet name, or None for no CNN encoder.
+        cnn_weights: a local torchvision ImageNet weight file for it (None: random initialisation).
+        adapter_bottleneck: the SM-AdaptFormer's bottleneck width (default: the block width / 4).
+        adapter_branches: which of ``1x1``, ``3x3``, ``dilated`` the adapter has.
+        dilations: the dilated branch's dilation rates.
+        adapter_scale: the adapter output's scale.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, config: dict, *, patch_stride: int = 16,

@@ -1,8 +1,9 @@
 """SAM-PARSER: train only the singular-value coefficients of chosen encoder weights (Peng et al. 2024).
 
 Each chosen weight W (a Conv2d's weight reshaped to out x (in/groups * k * k), or a Linear's) is
-rewritten from its SVD as ``U diag(p) V^T``: U and V frozen buffers, the coefficients p trained and
-initialised to the singular values, so the untrained network computes what the base network does.
+rewritten from its SVD as ``U diag(p) V^T`` (a ``torch.nn.utils.parametrize`` parametrization): U and V
+frozen buffers, the coefficients p trained and initialised to the singular values, so the untrained
+network computes what the base network does.
 The mask decoder (and the no-prompt embedding) are trained as for decoder-only. ``merge()`` folds
 the coefficients back into plain weights.
 
@@ -14,13 +15,13 @@ its stages, patch embedding and merging are not "after the transformer" and stay
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
+from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from medsam_ft.backbones import Backbone
 
@@ -31,78 +32,115 @@ logger = logging.getLogger(__name__)
 LAYER_CHOICES = ("conv", "linear", "all")
 
 
-class SVDWeight(nn.Module):
-    """A Conv2d or Linear whose weight is ``U diag(coefficients) V^T`` (U, V frozen buffers, bias frozen).
+class SVDCoefficients(nn.Module):
+    """A Conv2d or Linear weight as ``U diag(p) V^T``: a ``torch.nn.utils.parametrize`` parametrization.
 
-    forward: as the wrapped layer. ``rank_ratio`` < 1 keeps the largest ``ceil(ratio * min(m, n))``
-    singular values only (then the initial weight is the truncated one).
+    Registered on a layer's ``weight``, the layer stores only the coefficients p (its
+    ``parametrizations.weight.original``, float[r]) and computes its weight from them; U float[m, r]
+    and V^T float[r, n] (m = out channels, n = in/groups x k x k) are frozen buffers from the SVD
+    of the weight it was registered on, and p starts at its singular values. ``rank_ratio`` < 1 keeps
+    the largest r = ``ceil(ratio * min(m, n))`` singular values only (the initial weight is then the
+    truncated one).
+
+    Args:
+        weight: the layer's weight, float[m, ...].
+        rank_ratio: the share of singular values kept, in (0, 1].
+
+    Raises:
+        ValueError: ``rank_ratio`` outside (0, 1].
     """
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear, rank_ratio: float = 1.0):
+    def __init__(self, weight: torch.Tensor, rank_ratio: float = 1.0):
         super().__init__()
         if not 0 < rank_ratio <= 1:
             raise ValueError(f"rank_ratio must be in (0, 1], got {rank_ratio}")
-        self.layer = layer
-        weight = layer.weight.detach()
-        matrix = weight.reshape(weight.shape[0], -1).double()
-        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        u, s, vh = torch.linalg.svd(weight.detach().reshape(weight.shape[0], -1).double(), full_matrices=False)
         rank = math.ceil(rank_ratio * s.numel())
         self.register_buffer("u", u[:, :rank].to(weight.dtype))
         self.register_buffer("vh", vh[:rank].to(weight.dtype))
-        self.coefficients = nn.Parameter(s[:rank].to(weight.dtype))
         self.weight_shape = tuple(weight.shape)
-        del layer.weight  # the weight is computed; the layer keeps its bias and hyper-parameters
-        layer.register_buffer("weight", None, persistent=False)
 
-    def weight(self) -> torch.Tensor:
-        return ((self.u * self.coefficients) @ self.vh).reshape(self.weight_shape)
+    def forward(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """float[r] -> the weight, float[m, ...] as the layer's."""
+        return ((self.u * coefficients) @ self.vh).reshape(self.weight_shape)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layer = self.layer
-        if isinstance(layer, nn.Linear):
-            return F.linear(x, self.weight(), layer.bias)
-        return layer._conv_forward(x, self.weight(), layer.bias)
-
-    def merged(self) -> nn.Module:
-        """A plain Conv2d/Linear with the current weight."""
-        plain = copy.deepcopy(self.layer)
-        del plain.weight
-        plain.weight = nn.Parameter(self.weight().detach().clone())
-        return plain
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        """The coefficients of ``weight`` in this basis: diag(U^T W V), float[r] (the singular values
+        for the weight the basis came from)."""
+        matrix = weight.detach().reshape(weight.shape[0], -1).double()
+        return (self.u.double().T @ matrix @ self.vh.double().T).diagonal().to(weight.dtype)
 
 
-def _chosen_layers(encoder: nn.Module, layers: str) -> list[tuple[nn.Module, str, nn.Module]]:
-    """``(parent, attribute, layer)`` for every layer of the encoder that ``layers`` names."""
+def fold_svd_coefficients(network: nn.Module) -> None:
+    """Replace every SVD-parametrized weight of ``network`` by the plain weight it computes (in place).
+
+    ``network`` is a deep copy (:meth:`SemanticSAM.merged_copy`): a copied parametrized module shares
+    the class ``parametrize`` made for the original, and ``remove_parametrizations`` edits that class;
+    each module gets its own copy of the class first, so the original network stays parametrized.
+
+    Args:
+        network: the copy to fold.
+    """
+    for module in network.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            shared = type(module)
+            module.__class__ = type(shared.__name__, shared.__bases__, dict(shared.__dict__))
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+def _chosen_layers(encoder: nn.Module, layers: str) -> list[nn.Module]:
+    """Every layer of the encoder that ``layers`` names."""
     if layers not in LAYER_CHOICES:
         raise ValueError(f"unknown SAM-PARSER layers {layers!r}; choose one of {LAYER_CHOICES}")
     if layers == "conv":
         scope, kinds = encoder.neck, (nn.Conv2d,)
     else:
         scope, kinds = encoder, (nn.Linear,) if layers == "linear" else (nn.Conv2d, nn.Linear)
-    return [(parent, name, child) for parent in scope.modules() for name, child in parent.named_children()
-            if isinstance(child, kinds)]
+    return [module for module in scope.modules() if isinstance(module, kinds)]
 
 
 class SAMParser(SemanticSAM):
-    """SAM-PARSER behind the network contract. Options: ``layers``, ``rank_ratio``."""
+    """SAM-PARSER behind the network contract.
+
+    Args:
+        backbone: the backbone's parts.
+        num_classes: C, background included.
+        config: what :func:`~medsam_ft.networks.build_network` records.
+        layers: ``conv``, ``linear`` or ``all`` (see the module docstring).
+        rank_ratio: the share of singular values kept, in (0, 1].
+
+    Raises:
+        ValueError: unknown ``layers``, or none of them in the backbone's encoder.
+    """
 
     def __init__(self, backbone: Backbone, num_classes: int, config: dict, layers: str = "conv",
                  rank_ratio: float = 1.0):
         super().__init__(backbone, num_classes, config)
-        self.svd_layers: list[SVDWeight] = []
-        for parent, name, layer in _chosen_layers(self.image_encoder, layers):
-            wrapped = SVDWeight(layer, rank_ratio)
-            setattr(parent, name, wrapped)
-            self.svd_layers.append(wrapped)
+        self.svd_layers: list[nn.Module] = []
+        for layer in _chosen_layers(self.image_encoder, layers):
+            parametrize.register_parametrization(layer, "weight", SVDCoefficients(layer.weight, rank_ratio))
+            self.svd_layers.append(layer)
         if not self.svd_layers:
             raise ValueError(f"backbone {backbone.name} has no {layers} layers to decompose")
-        coefficients = sum(layer.coefficients.numel() for layer in self.svd_layers)
+        coefficients = sum(c.numel() for c in self.coefficients)
         logger.info("SAM-PARSER: %d coefficients in %d %s layers (rank ratio %g)", coefficients,
                     len(self.svd_layers), layers, rank_ratio)
         self.set_trainable([self.mask_decoder, self.prompt_encoder.no_mask_embed],
-                           [layer.coefficients for layer in self.svd_layers])
+                           self.coefficients)
+
+    @property
+    def coefficients(self) -> list[nn.Parameter]:
+        """The trained coefficient vectors p, one per decomposed layer."""
+        return [layer.parametrizations.weight.original for layer in self.svd_layers]
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+        """As :meth:`SemanticSAM.load_trainable_state_dict`; checkpoints of medsam_ft 0.1 stored each
+        layer's coefficients as ``<layer>.coefficients``."""
+        renamed = {k.removesuffix(".coefficients") + ".parametrizations.weight.original" if k.endswith(".coefficients")
+                   else k: v for k, v in state.items()}
+        super().load_trainable_state_dict(renamed, source)
 
     def merge(self) -> SemanticSAM:
         """A copy with every coefficient vector folded into a plain weight: SAM's own modules, no
         overhead (see :meth:`SemanticSAM.merged_copy`)."""
-        return self.merged_copy(SVDWeight, "svd_layers")
+        return self.merged_copy(fold_svd_coefficients, "svd_layers")

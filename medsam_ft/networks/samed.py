@@ -29,6 +29,13 @@ class LoRAQKV(nn.Module):
 
     forward: float[..., in] -> float[..., out]; ``q_rows`` / ``v_rows`` say where q and v sit in
     the output (``[q | k | v]`` for SAM's ViT, per head for TinyViT).
+
+    Args:
+        qkv: the frozen fused projection.
+        q_rows: its output rows of q.
+        v_rows: its output rows of v.
+        rank: the LoRA rank.
+        alpha: the update's scale.
     """
 
     def __init__(self, qkv: nn.Linear, q_rows: torch.Tensor, v_rows: torch.Tensor, rank: int, alpha: float):
@@ -66,7 +73,15 @@ class LoRAQKV(nn.Module):
 
 
 class SAMed(SemanticSAM):
-    """SemanticSAM with LoRA (rank ``rank``) on q and v of every encoder attention block."""
+    """SemanticSAM with LoRA on q and v of every encoder attention block.
+
+    Args:
+        backbone: the backbone's parts.
+        num_classes: C, background included.
+        config: what :func:`~medsam_ft.networks.build_network` records.
+        rank: the LoRA rank (SAMed: 4).
+        alpha: the scale of the low-rank update.
+    """
 
     def __init__(self, backbone: Backbone, num_classes: int, config: dict, rank: int = 4, alpha: float = 1.0):
         super().__init__(backbone, num_classes, config)
@@ -89,4 +104,10 @@ class SAMed(SemanticSAM):
     def merge(self) -> SemanticSAM:
         """A copy with every LoRA update folded into its qkv weight: plain SAM modules, no overhead
         (see :meth:`SemanticSAM.merged_copy`)."""
-        return self.merged_copy(LoRAQKV, "lora_layers")
+        def fold(network: nn.Module) -> None:
+            for parent in list(network.modules()):
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, LoRAQKV):
+                        setattr(parent, name, child.merged())
+
+        return self.merged_copy(fold, "lora_layers")

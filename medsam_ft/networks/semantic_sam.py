@@ -4,107 +4,24 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import MaskDecoder
 from torch import nn
 
 from medsam_ft.backbones import Backbone, resolve_pixel_norm
 from medsam_ft.io import InputError
 
+from .class_decoder import ClassMaskDecoder
 from .embedding_cache import EmbeddingCache
+from .prompts import PROMPTS, prompt_tokens
 
 logger = logging.getLogger(__name__)
 
-PROMPTS = ("none", "box", "whole_image_box")
 # What every network's config holds beside its method's own options (see build_network)
-COMMON_OPTIONS = ("method", "backbone", "num_classes", "checkpoint", "image_size", "pixel_norm", "prompt")
-
-
-class ClassMaskDecoder(nn.Module):
-    """SAM's mask decoder giving ``num_classes`` logit maps, in one of two modes.
-
-    - Class masks (``sam_mask_output`` False; prompt-free semantic segmentation): ``num_classes``
-      mask tokens and hypernetwork heads. Initialisation (deliberate, not a partial strict load):
-      every class starts from SAM's single-mask output (mask token 0 and its hypernetwork MLP). All
-      classes then give the same logits, the softmax starts uniform and unsaturated, and the targets
-      break the symmetry from the first step. (Starting class c from SAM's token c mod 4 gives
-      logits of very different scales that saturate the softmax; measured on the phantoms it
-      learned markedly slower.)
-    - SAM's own mask (``sam_mask_output`` True; 2 classes, a prompted object): SAM's four mask
-      tokens in the sequence as SAM has them (the tokens attend to each other, so two copies of
-      token 0 would not give SAM's mask) and its single-mask head (token 0's MLP); the object logit
-      is SAM's ``multimask_output=False`` mask and the background logit is fixed at 0, so
-      ``softmax([0, l]) = sigmoid(l)``: untrained, the network is SAM's box-to-mask model.
-
-    The IoU token stays in the token sequence (it takes part in attention); SAM's IoU prediction
-    head is dropped, since semantic training has no use for it and DDP would see it unused.
-    """
-
-    def __init__(self, sam_decoder: MaskDecoder, num_classes: int, sam_mask_output: bool = False):
-        super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
-        if sam_mask_output and num_classes != 2:
-            raise ValueError(f"SAM's own mask output makes a 2-class network (background, object), not {num_classes}")
-        self.num_classes = num_classes
-        self.sam_mask_output = sam_mask_output
-        self.transformer_dim = sam_decoder.transformer_dim
-        self.transformer = sam_decoder.transformer
-        self.iou_token = sam_decoder.iou_token
-        self.output_upscaling = sam_decoder.output_upscaling
-        if sam_mask_output:
-            self.mask_tokens = copy.deepcopy(sam_decoder.mask_tokens)
-            heads = 1
-            logger.info("new: SAM's %d mask tokens and its single-mask head; background logit fixed at 0",
-                        self.mask_tokens.num_embeddings)
-        else:
-            self.mask_tokens = nn.Embedding(num_classes, self.transformer_dim)
-            with torch.no_grad():
-                self.mask_tokens.weight.copy_(sam_decoder.mask_tokens.weight[0].expand(num_classes, -1))
-            heads = num_classes
-            logger.info("new: %d class mask tokens and hypernetwork heads, each a copy of SAM's mask token 0 and "
-                        "its head; SAM's IoU head dropped", num_classes)
-        self.output_hypernetworks_mlps = nn.ModuleList(
-            copy.deepcopy(sam_decoder.output_hypernetworks_mlps[0]) for _ in range(heads)
-        )
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
-        sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
-    ) -> torch.Tensor:
-        """Predict one logit map per class.
-
-        Args:
-            image_embeddings: float[B, D, h, w] from the image encoder.
-            image_pe: float[1 or B, D, h, w] positional encoding of the embedding grid.
-            sparse_prompt_embeddings: float[B, N, D] (N = 0 without prompts).
-            dense_prompt_embeddings: float[B, D, h, w].
-
-        Returns:
-            logits: float[B, C, 4h, 4w].
-        """
-        batch, dim, height, width = image_embeddings.shape
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
-        src = image_embeddings + dense_prompt_embeddings
-        pos = image_pe.expand(batch, -1, -1, -1)
-        hidden, src = self.transformer(src, pos, tokens)
-        heads = len(self.output_hypernetworks_mlps)
-        mask_tokens_out = hidden[:, 1 : 1 + heads]
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, dim, height, width))
-        hyper = torch.stack([mlp(mask_tokens_out[:, c]) for c, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
-        b, c, h, w = upscaled.shape
-        masks = (hyper @ upscaled.flatten(2)).view(b, heads, h, w)
-        if self.sam_mask_output:
-            masks = torch.cat([torch.zeros_like(masks), masks], dim=1)
-        return masks
+COMMON_OPTIONS = ("method", "backbone", "num_classes", "weights", "image_size", "pixel_norm", "prompt")
 
 
 class SemanticSAM(nn.Module):
@@ -127,6 +44,14 @@ class SemanticSAM(nn.Module):
 
     Trainable tensors are declared by module with :meth:`set_trainable`; by default (the
     ``decoder_only`` baseline) the mask decoder and the no-prompt embedding.
+
+    Args:
+        backbone: the backbone's parts (encoder, prompt encoder, SAM mask decoder, normalisation).
+        num_classes: C, background included.
+        config: what rebuilds the network (see above).
+
+    Raises:
+        ValueError: an unknown prompt mode, or box prompts for other than 2 classes.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, config: Mapping[str, Any]):
@@ -203,20 +128,25 @@ class SemanticSAM(nn.Module):
             )
         self.load_state_dict(dict(state), strict=False)
 
-    def merged_copy(self, wrapper: type[nn.Module], layer_list: str) -> SemanticSAM:
-        """A copy in which every ``wrapper`` module (LoRA, SVD coefficients) is replaced by its
-        ``merged()`` plain layer: a ``decoder_only`` :class:`SemanticSAM` with SAM's own weight keys
-        and no overhead. Its ``config`` builds the same structure (``build_network(**merged.config)``),
-        and its whole ``state_dict()`` (merged encoder weights included) loads into that.
-        ``layer_list``: the attribute listing the wrappers, dropped from the copy."""
+    def merged_copy(self, fold: Callable[[nn.Module], None], layer_list: str) -> SemanticSAM:
+        """A copy with the method's extra weights folded into plain layers: a ``decoder_only``
+        :class:`SemanticSAM` with SAM's own weight keys and no overhead. Its ``config`` builds the same
+        structure (``build_network(**merged.config)``), and its whole ``state_dict()`` (merged encoder
+        weights included) loads into that.
+
+        Args:
+            fold: turns the copy's method layers (LoRA, SVD coefficients) into plain ones, in place.
+            layer_list: the attribute listing the method's layers, dropped from the copy.
+
+        Returns:
+            The merged copy.
+        """
         merged = copy.deepcopy(self)
         vars(merged).pop(layer_list, None)
         merged.__class__ = SemanticSAM
-        for parent in merged.modules():
-            for name, child in list(parent.named_children()):
-                if isinstance(child, wrapper):
-                    setattr(parent, name, child.merged())
-        merged.config = {k: self.config[k] for k in COMMON_OPTIONS if k in self.config} | {"method": "decoder_only"}
+        fold(merged)
+        merged.config = {k: self.config[k] for k in COMMON_OPTIONS if k in self.config} | {
+            "method": "decoder_only", "method_options": {}}
         merged.set_trainable([merged.mask_decoder, merged.prompt_encoder.no_mask_embed])
         return merged
 
@@ -277,27 +207,6 @@ class SemanticSAM(nn.Module):
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, dim, 1, 1).expand(batch, -1, height, width)
         return self.mask_decoder(embeddings, self.positional_encoding(embeddings), sparse, dense)
 
-    def box_tokens(self, boxes: torch.Tensor) -> torch.Tensor:
-        """float[B, 4] boxes (x0, y0, x1, y1) in the backbone's S x S input frame -> the prompt
-        encoder's sparse tokens float[B, 2, D] (the prompt encoder is frozen, as in SAM fine-tuning)."""
-        tokens, _ = self.prompt_encoder(points=None, boxes=boxes, masks=None)
-        return tokens
-
-    def prompt_tokens(self, boxes: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
-        """The sparse prompt tokens float[B, N, D] the decoder reads (None: no prompt), from ``boxes``
-        float[B, 4] in the pixels of an H x W image (``prompt="box"``), or the whole-image box."""
-        if self.prompt == "box":
-            if boxes is None:
-                raise ValueError("this network is box-prompted: call it as forward(image, boxes)")
-            scale = boxes.new_tensor([width, height, width, height])
-            return self.box_tokens(boxes.float() * self.image_size / scale)
-        if boxes is not None:
-            raise ValueError(f"this network takes no boxes (prompt={self.prompt!r}); build it with prompt='box'")
-        if self.prompt == "whole_image_box":
-            box = torch.tensor([[0.0, 0.0, self.image_size - 1.0, self.image_size - 1.0]], device=self.pixel_mean.device)
-            return self.box_tokens(box)
-        return None
-
     def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """float[B, 3, H, W] in [0, 1] -> logits float[B, C, H/s, W/s].
 
@@ -305,7 +214,7 @@ class SemanticSAM(nn.Module):
         image's pixels); their logits are background / inside the box's object, one binary mask per box.
         """
         height, width = image.shape[-2:]
-        sparse = self.prompt_tokens(boxes, height, width)
+        sparse = prompt_tokens(self.prompt_encoder, self.prompt, boxes, self.image_size, height, width)
         embeddings = self.image_embeddings(image)
         if sparse is not None and sparse.shape[0] != embeddings.shape[0]:
             sparse = sparse.expand(embeddings.shape[0], -1, -1)

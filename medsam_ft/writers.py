@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import highdicom as hd
-import nrrd
 import numpy as np
 import pydicom
+import slicerio
 import torch
 from monai.transforms import MapTransform
 from PIL import Image, ImageDraw
@@ -28,8 +28,17 @@ from medsam_ft.transforms import three_channels
 
 
 def list_images(input_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every image file (png, jpg, tif, bmp) in ``input_dir``, sorted; other files
-    are ignored; none at all is an error. (Volumes: :func:`medsam_ft.scans.find_scans`.)"""
+    """The 2D images of a folder to predict (volumes: :func:`medsam_ft.scans.find_scans`).
+
+    Args:
+        input_dir: the folder; files other than png, jpg, tif, bmp are ignored.
+
+    Returns:
+        ``[{"image": path}]``, sorted.
+
+    Raises:
+        InputError: no such folder, or no image in it.
+    """
     files = files_by_stem(input_dir, IMAGE_SUFFIXES)
     if not files:
         raise InputError(input_dir, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -37,9 +46,16 @@ def list_images(input_dir: str | os.PathLike) -> list[dict[str, str]]:
 
 
 def label_colors(class_names: Sequence[str], class_colors: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """uint8[C, 3]: ``class_colors`` when given (a data set's palette); else black background, 3D Slicer's
-    standard colour for each known organ (:mod:`medsam_ft.anatomy`), well-separated hues (golden-ratio
-    steps) for the other classes."""
+    """A colour per class.
+
+    Args:
+        class_names: C names, background first.
+        class_colors: a data set's palette ([r, g, b] per class), used when given.
+
+    Returns:
+        uint8[C, 3]: the palette; else black background, 3D Slicer's standard colour for each known
+        organ (:mod:`medsam_ft.anatomy`), well-separated hues (golden-ratio steps) for the other classes.
+    """
     if class_colors is not None:
         if len(class_colors) != len(class_names):
             raise ValueError(f"{len(class_colors)} class colours for {len(class_names)} classes")
@@ -64,6 +80,15 @@ class SaveLabelPNGd(MapTransform):
     ``{stem}_overlay.png``: the input image with the classes drawn in colour (half opacity,
     background left clear), for looking at. ``{output_dir}/labels.json`` names each id and its colour.
     Files are written atomically.
+
+    Args:
+        keys: the prediction entry.
+        output_dir: where the files go.
+        class_names: C names, background first.
+        class_colors: [r, g, b] per class (None: :func:`label_colors`).
+        postfix: the label file's suffix.
+        image_key: the input image entry (for the overlay and the stem).
+        info: what ``labels.json`` records beside the classes (checkpoint, config).
     """
 
     def __init__(self, keys: str, output_dir: str | os.PathLike, class_names: Sequence[str],
@@ -118,34 +143,43 @@ def _terminology(name: str) -> str:
 
 def write_seg_nrrd(path: str | os.PathLike, labels: np.ndarray, affine: np.ndarray, class_names: Sequence[str],
                    colors: np.ndarray) -> None:
-    """A 3D Slicer segmentation file (``.seg.nrrd``): labels uint8[I, J, K] on the scan's grid (``affine``:
-    voxel -> RAS mm; written as Slicer's LPS space directions/origin), one segment per class but background
-    (``Segment{n}_Name/_Color/_LabelValue/_Layer/_Extent/_Tags`` with the class's terminology entry)."""
+    """Write a 3D Slicer segmentation file (``.seg.nrrd``) with ``slicerio``.
+
+    Args:
+        path: the file to write.
+        labels: uint8[I, J, K] class ids on the scan's grid.
+        affine: float[4, 4] voxel -> RAS mm (written as Slicer's LPS space directions and origin).
+        class_names: C names, background first; one segment per class but background, with the
+            class's terminology entry (organ code and side, else "Tissue"), colour and extent.
+        colors: uint8[C, 3] colour per class.
+    """
     ijk_to_lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
-    header: dict[str, Any] = {
-        "type": "unsigned char", "dimension": 3, "space": "left-posterior-superior", "sizes": list(labels.shape),
-        "space directions": ijk_to_lps[:3, :3].T, "space origin": ijk_to_lps[:3, 3], "kinds": ["domain"] * 3,
-        "encoding": "gzip",
-        "Segmentation_MasterRepresentation": "Binary labelmap",
-        "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
-        "Segmentation_ReferenceImageExtentOffset": "0 0 0",
-    }
     boxes = ndimage.find_objects(labels, max_label=len(class_names) - 1)
-    for n, (value, name) in enumerate(list(enumerate(class_names))[1:]):
+    segments = []
+    for value, name in list(enumerate(class_names))[1:]:
         box = boxes[value - 1]
-        extent = " ".join(f"{s.start} {s.stop - 1}" for s in box) if box is not None else "0 -1 0 -1 0 -1"
-        header |= {
-            f"Segment{n}_ID": f"Segment_{value}", f"Segment{n}_Name": name, f"Segment{n}_NameAutoGenerated": "0",
-            f"Segment{n}_Color": " ".join(f"{c / 255:.6g}" for c in colors[value]),
-            f"Segment{n}_ColorAutoGenerated": "0", f"Segment{n}_LabelValue": str(value), f"Segment{n}_Layer": "0",
-            f"Segment{n}_Extent": extent, f"Segment{n}_Tags": f"TerminologyEntry:{_terminology(name)}|",
-        }
-    nrrd.write(str(path), np.asarray(labels, dtype=np.uint8), header, index_order="F")
+        segments.append({
+            "id": f"Segment_{value}", "name": name, "nameAutoGenerated": False,
+            "color": [round(c / 255, 6) for c in colors[value]], "colorAutoGenerated": False,
+            "labelValue": value, "layer": 0,
+            "extent": [v for s in box for v in (s.start, s.stop - 1)] if box is not None else [0, -1, 0, -1, 0, -1],
+            "tags": {"TerminologyEntry": _terminology(name)},
+        })
+    slicerio.write_segmentation(str(path), {
+        "voxels": np.asarray(labels, dtype=np.uint8), "ijkToLPS": ijk_to_lps, "segments": segments,
+        "containedRepresentationNames": ["Binary labelmap"], "masterRepresentation": "Binary labelmap",
+        "referenceImageExtentOffset": [0, 0, 0], "encoding": "gzip",
+    })
 
 
 def write_color_table(path: str | os.PathLike, class_names: Sequence[str], colors: np.ndarray) -> None:
-    """A 3D Slicer colour table (``.ctbl``: ``value name r g b a`` per line) for the plain label volume;
-    spaces in names become underscores, background is transparent."""
+    """Write a 3D Slicer colour table (``.ctbl``: ``value name r g b a`` per line) for the plain label volume.
+
+    Args:
+        path: the file.
+        class_names: C names, background first (spaces become underscores).
+        colors: uint8[C, 3]; background is written transparent.
+    """
     lines = ["# Color table file written by medsam_ft", f"# {len(class_names)} values"]
     for value, name in enumerate(class_names):
         r, g, b = (int(c) for c in colors[value])
@@ -159,6 +193,13 @@ def referenceable(dataset: pydicom.Dataset, path: str | os.PathLike) -> pydicom.
     - SOP Class / Instance UID missing or empty in the data set: taken from the file meta information
       (Media Storage SOP Class / Instance UID), which holds the same values by the standard (PS3.10 7.1);
     - an empty Specific Character Set: removed (absent = the default repertoire, PS3.3 C.12.1.1.2).
+
+    Args:
+        dataset: the source image as read.
+        path: its file, for errors.
+
+    Returns:
+        The data set, completed in place.
 
     Raises:
         InputError: a UID that neither the data set nor the file meta holds (nothing to reference).
@@ -183,10 +224,20 @@ def referenceable(dataset: pydicom.Dataset, path: str | os.PathLike) -> pydicom.
 
 def write_dicom_seg(path: str | os.PathLike, labels: np.ndarray, source_files: Sequence[os.PathLike],
                     class_names: Sequence[str], colors: np.ndarray, algorithm_name: str) -> None:
-    """A DICOM Segmentation (highdicom, binary) of the series ``source_files`` (file k = slice
-    ``labels[:, :, k]``), referencing it; one segment per class but background, labelled with the
-    class name, coded with its SNOMED CT organ (and side) when known (else "Tissue"), automatic
-    algorithm ``algorithm_name``."""
+    """Write a DICOM Segmentation (highdicom, binary) referencing its source series.
+
+    Args:
+        path: the file.
+        labels: uint8[X, Y, K] class ids; slice k belongs to ``source_files[k]``.
+        source_files: the series' files in slice order.
+        class_names: C names, background first; one segment per other class, coded with its SNOMED
+            CT organ (and side) when known (else "Tissue").
+        colors: uint8[C, 3].
+        algorithm_name: the automatic algorithm's name in the segments.
+
+    Raises:
+        InputError: a source file a SEG cannot reference (see :func:`referenceable`).
+    """
     sources = []
     for file in source_files:
         try:
@@ -246,9 +297,19 @@ def _tile(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, spacing: Se
 def write_overlay_montage(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                           colors: np.ndarray, spacing: Sequence[float], slices_per_class: int = 3,
                           tile_size: int = 192) -> None:
-    """A PNG for a quick look: per predicted class a row of ``slices_per_class`` axial slices (spread over
-    the slices holding it), prediction outlined. image float[X, Y, Z] in [0, 1] and labels [X, Y, Z]
-    oriented RAS; ``spacing``: mm along X and Y. No class predicted: one row of slices across the volume."""
+    """Write a PNG for a quick look: per predicted class a row of axial slices, prediction outlined.
+
+    Args:
+        path: the file.
+        image: float[X, Y, Z] in [0, 1], oriented RAS.
+        labels: [X, Y, Z] class ids, oriented RAS.
+        class_names: C names, background first.
+        colors: uint8[C, 3].
+        spacing: mm along X and Y (tiles keep the aspect).
+        slices_per_class: slices per row, spread over the slices holding the class (no class
+            predicted: one row across the volume).
+        tile_size: each slice's side in pixels.
+    """
     depth = labels.shape[2]
     present = labels.reshape(-1, depth)
     rows = []
