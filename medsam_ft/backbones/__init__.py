@@ -11,6 +11,7 @@ from .base import (
     register_backbone,
     resolve_pixel_norm,
 )
+from .weights import PUBLISHED_WEIGHTS, require_weights, resolve_weights
 
-__all__ = ["PIXEL_NORMS", "Backbone", "LoadReport", "QKVProjection", "build_backbone", "list_backbones",
-           "register_backbone", "resolve_pixel_norm"]
+__all__ = ["PIXEL_NORMS", "PUBLISHED_WEIGHTS", "Backbone", "LoadReport", "QKVProjection", "build_backbone",
+           "list_backbones", "register_backbone", "require_weights", "resolve_pixel_norm", "resolve_weights"]

@@ -31,6 +31,7 @@ from .base import (
     read_state_dict,
     register_backbone,
 )
+from .weights import resolve_weights
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ def build_sam_vit(name: str, weights: str | os.PathLike | None = None, image_siz
 
     Args:
         name: ``vit_b``, ``vit_l``, ``vit_h`` or the tiny test configuration ``vit_tiny``.
-        weights: a SAM checkpoint file (``sam_vit_b_01ec64.pth``...); None: random initialisation.
+        weights: a SAM checkpoint file (``sam_vit_b_01ec64.pth``...), or a published name (``vit_b``,
+            ``vit_l``, ``vit_h``: downloaded once, see :mod:`medsam_ft.backbones.weights`); None: random
+            initialisation.
         image_size: the input size; position tables are resized from the weights' size.
 
     Returns:
@@ -141,9 +144,10 @@ def build_sam_vit(name: str, weights: str | os.PathLike | None = None, image_siz
     if weights is None:
         report, sha = random_init_report(name), None
     else:
-        state = read_state_dict(weights, expected=f"SAM {name}")
-        report = load_checked(modules, state, weights, expected=f"SAM {name}", adapt=_resize_position_table)
-        sha = file_sha256(weights)
+        path, sha = resolve_weights(weights)
+        state = read_state_dict(path, expected=f"SAM {name}")
+        report = load_checked(modules, state, path, expected=f"SAM {name}", adapt=_resize_position_table)
+        sha = sha or file_sha256(path)
     return Backbone(name, image_encoder, prompt_encoder, mask_decoder, image_size, sha, report, vit_qkv_projections,
                     SAM_PIXEL_MEAN, SAM_PIXEL_STD)
 
