@@ -129,7 +129,7 @@ def run(settings: Settings, report_path: Path, assets_dir: Path, work_dir: Path)
     data = work_dir / "phantom"
     if not (data / "datalist.json").is_file():
         generate(data, cases=settings.phantom_cases, seed=0)
-        make_datalist(["--raw", str(data), "--out", str(data / "datalist.json"), "--val-cases", "1"])
+        make_datalist(["--raw", str(data), "--out", str(data / "datalist.json"), "--val_cases", "1"])
     volume = data / "img" / "img0001.nii.gz"
     results["speed"] = [_timed(f"speed {m}", measure_speed, m, settings.backbone, settings.image_size, settings.batch,
                                settings.slice_batch, settings.warmup, settings.repeats, settings.device, volume)

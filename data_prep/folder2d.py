@@ -1,13 +1,13 @@
 """A folder of 2D images and masks -> MONAI datalist JSON (splits, class names, mask format).
 
-``python -m data_prep.folder2d --root DIR [--out DIR/datalist.json] [--val-fraction 0.2 --seed 0] [--palette palette.json]``
+``python -m data_prep.folder2d --root DIR [--out DIR/datalist.json] [--val_fraction 0.2 --seed 0] [--palette palette.json]``
 
 Layouts: ``DIR/images`` + ``DIR/masks`` (names set by ``--images`` / ``--masks``), or split folders
 ``DIR/{train,val,test}/images`` + ``.../masks``. Images and masks pair by file stem (a mask may add
-``--mask-suffix``, e.g. ``_mask``); any of png, jpg, jpeg, tif, tiff, bmp. Splits: the split folders,
-else the user's lists (``--train-list`` / ``--val-list`` / ``--test-list``, one name per line; images
+``--mask_suffix``, e.g. ``_mask``); any of png, jpg, jpeg, tif, tiff, bmp. Splits: the split folders,
+else the user's lists (``--train_list`` / ``--val_list`` / ``--test_list``, one name per line; images
 in no list train, unless a training list is given); a training set without validation gives
-``--val-fraction`` of its images, drawn with ``--seed``. Every file is read once and checked (sizes, mask values,
+``--val_fraction`` of its images, drawn with ``--seed``. Every file is read once and checked (sizes, mask values,
 palette colours).
 
 ``--unstack IMAGES.tif MASKS.tif`` first writes the frames of two multi-page TIFF stacks (ISBI 2012's
@@ -16,13 +16,13 @@ palette colours).
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from medsam_ft.arguments import add_option, argument_parser
 from medsam_ft.data.datalist import write_datalist
 from medsam_ft.data.folder2d import (
     assign_splits,
@@ -55,28 +55,28 @@ def unstack(images_tif: Path, masks_tif: Path, root: Path, images: str = "images
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True, help="data set folder (images/ + masks/, or split folders)")
-    parser.add_argument("--out", type=Path, default=None, help="datalist JSON to write (default ROOT/datalist.json)")
-    parser.add_argument("--images", default="images", help="image folder name")
-    parser.add_argument("--masks", default="masks", help="mask folder name")
-    parser.add_argument("--mask-suffix", default="", help="mask stem = image stem + this (e.g. _mask)")
-    parser.add_argument("--mask-mode", choices=("auto", "ids", "binary", "palette"), default="auto",
+    parser = argument_parser("python -m data_prep.folder2d", __doc__.splitlines()[0])
+    add_option(parser, "root", type=Path, required=True, help="data set folder (images/ + masks/, or split folders)")
+    add_option(parser, "out", type=Path, default=None, help="datalist JSON to write (default ROOT/datalist.json)")
+    add_option(parser, "images", default="images", help="image folder name")
+    add_option(parser, "masks", default="masks", help="mask folder name")
+    add_option(parser, "mask_suffix", default="", help="mask stem = image stem + this (e.g. _mask)")
+    add_option(parser, "mask_mode", choices=("auto", "ids", "binary", "palette"), default="auto",
                         help="class ids, binary 0/255 (thresholded), or RGB palette "
                              "(auto: binary for 0/255 or JPEG masks, else ids)")
-    parser.add_argument("--palette", type=Path, default=None,
+    add_option(parser, "palette", type=Path, default=None,
                         help="palette JSON {'classes': {name: [r,g,b]}, 'ignore': [[r,g,b]]} or CSV name,r,g,b")
-    parser.add_argument("--ignore-value", type=int, default=None, help="mask value skipped by losses and metrics (e.g. 255)")
-    parser.add_argument("--num-classes", type=int, default=None,
+    add_option(parser, "ignore_value", type=int, default=None, help="mask value skipped by losses and metrics (e.g. 255)")
+    add_option(parser, "num_classes", type=int, default=None,
                         help="number of classes incl. background (ids masks; default: largest id + 1)")
-    parser.add_argument("--class-names", default=None, help="comma-separated class names, background first")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of training images drawn for validation")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation draw")
+    add_option(parser, "class_names", default=None, help="comma-separated class names, background first")
+    add_option(parser, "val_fraction", type=float, default=0.2, help="fraction of training images drawn for validation")
+    add_option(parser, "seed", type=int, default=0, help="seed of the validation draw")
     for split in ("train", "val", "test"):
-        parser.add_argument(f"--{split}-list", type=Path, default=None, help=f"file naming the {split} images, one per line")
-    parser.add_argument("--unstack", type=Path, nargs=2, metavar=("IMAGES_TIF", "MASKS_TIF"), default=None,
+        add_option(parser, f"{split}_list", type=Path, default=None, help=f"file naming the {split} images, one per line")
+    add_option(parser, "unstack", type=Path, nargs=2, metavar=("IMAGES_TIF", "MASKS_TIF"), default=None,
                         help="first write the frames of two multi-page TIFFs into ROOT/images and ROOT/masks")
-    parser.add_argument("--name", default=None, help="data set name stored in the datalist")
+    add_option(parser, "name", default=None, help="data set name stored in the datalist")
     args = parser.parse_args(argv)
 
     if args.unstack is not None:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         check_sizes(pair["image"], pair["label"])
 
     if (args.palette is not None) != (args.mask_mode == "palette") and args.mask_mode != "auto":
-        parser.error("--palette goes with --mask-mode palette (or auto), and palette masks need --palette")
+        parser.error("--palette goes with --mask_mode palette (or auto), and palette masks need --palette")
     mask_format = scan_masks([p["label"] for p in pairs], args.mask_mode, args.ignore_value, args.num_classes, args.palette)
 
     if args.class_names is not None:

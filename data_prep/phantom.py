@@ -17,7 +17,6 @@ use position and shape), low-frequency texture and noise. A case depends only on
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 import medsam_ft
+from medsam_ft.arguments import add_option, argument_parser
 from medsam_ft.io import atomic_path, write_nifti
 from medsam_ft.scans import LPS_TO_RAS
 
@@ -219,11 +219,11 @@ def generate(out_dir: Path, cases: int = 30, seed: int = 0, dicom: bool = False)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="output folder (img/ and label/ are created)")
-    parser.add_argument("--cases", type=int, default=30, help="number of cases, 1-30 (Synapse ids 1-10, 21-40)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dicom", action="store_true", help="also write each image as a DICOM series (dicom/imgNNNN/)")
+    parser = argument_parser("python -m data_prep.phantom", __doc__.splitlines()[0])
+    add_option(parser, "out", type=Path, required=True, help="output folder (img/ and label/ are created)")
+    add_option(parser, "cases", type=int, default=30, help="number of cases, 1-30 (Synapse ids 1-10, 21-40)")
+    add_option(parser, "seed", type=int, default=0)
+    add_option(parser, "dicom", action="store_true", help="also write each image as a DICOM series (dicom/imgNNNN/)")
     args = parser.parse_args(argv)
     ids = generate(args.out, args.cases, args.seed, args.dicom)
     print(f"wrote {len(ids)} phantom cases to {args.out}")

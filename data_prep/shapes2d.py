@@ -9,12 +9,12 @@ Writes ``DIR/images/shape_NNN.png`` (RGB, sizes 96-192 px, any aspect ratio) and
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from medsam_ft.arguments import add_option, argument_parser
 from medsam_ft.io import atomic_path
 
 
@@ -54,11 +54,11 @@ def generate(out: str | Path, count: int = 40, seed: int = 0, classes: int = 3) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder to write images/ and masks/ into")
-    parser.add_argument("--count", type=int, default=40, help="number of images")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--classes", type=int, choices=(2, 3), default=3, help="classes incl. background")
+    parser = argument_parser("python -m data_prep.shapes2d", __doc__.splitlines()[0])
+    add_option(parser, "out", type=Path, required=True, help="folder to write images/ and masks/ into")
+    add_option(parser, "count", type=int, default=40, help="number of images")
+    add_option(parser, "seed", type=int, default=0, help="random seed")
+    add_option(parser, "classes", type=int, choices=(2, 3), default=3, help="classes incl. background")
     args = parser.parse_args(argv)
     generate(args.out, args.count, args.seed, args.classes)
     print(f"wrote {args.count} images and masks to {args.out}")

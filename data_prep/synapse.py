@@ -1,6 +1,6 @@
 """Raw Synapse/BTCV layout -> MONAI datalist JSON with the TransUNet split (and optionally the TransUNet layout).
 
-``python -m data_prep.synapse --raw DIR --out DIR/datalist.json [--val-cases 2 --seed 0] [--transunet OUTDIR]``
+``python -m data_prep.synapse --raw DIR --out DIR/datalist.json [--val_cases 2 --seed 0] [--transunet OUTDIR]``
 
 The datalist holds ``training`` / ``validation`` / ``test`` lists of ``{"image", "label", "case"}``
 (paths relative to the datalist's folder when it lies inside ``--raw``), the 8-organ label map,
@@ -10,12 +10,12 @@ slice of the training and validation cases), ``OUTDIR/test_vol_h5`` and ``OUTDIR
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from medsam_ft.arguments import add_option, argument_parser
 from medsam_ft.data import load_volumes, make_datalist, read_datalist, write_datalist, write_h5_volume, write_npz_slice
 from medsam_ft.data.datasets import TRANSUNET_META
 from medsam_ft.io import InputError
@@ -50,13 +50,13 @@ def write_transunet_layout(datalist: dict[str, Any], out_dir: str | os.PathLike)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", type=Path, required=True, help="folder with img/imgNNNN.nii.gz and label/labelNNNN.nii.gz")
-    parser.add_argument("--out", type=Path, required=True, help="datalist JSON to write (e.g. RAW/datalist.json)")
-    parser.add_argument("--val-cases", type=int, default=2,
+    parser = argument_parser("python -m data_prep.synapse", __doc__.splitlines()[0])
+    add_option(parser, "raw", type=Path, required=True, help="folder with img/imgNNNN.nii.gz and label/labelNNNN.nii.gz")
+    add_option(parser, "out", type=Path, required=True, help="datalist JSON to write (e.g. RAW/datalist.json)")
+    add_option(parser, "val_cases", type=int, default=2,
                         help="validation cases taken out of the training cases (0: none, SAMed's protocol)")
-    parser.add_argument("--seed", type=int, default=0, help="seed choosing the validation cases")
-    parser.add_argument("--transunet", type=Path, default=None, help="also write the TransUNet npz/h5 layout here")
+    add_option(parser, "seed", type=int, default=0, help="seed choosing the validation cases")
+    add_option(parser, "transunet", type=Path, default=None, help="also write the TransUNet npz/h5 layout here")
     args = parser.parse_args(argv)
 
     try:

@@ -10,6 +10,7 @@ import sys
 import torch
 
 import medsam_ft
+from medsam_ft.arguments import HelpFormatter, add_option, argument_parser
 from medsam_ft.io import InputError
 from medsam_ft.predict import OutputOptions, VolumePredictor, predict_scans
 from medsam_ft.scans import find_scans
@@ -65,23 +66,23 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0, or 1 when a scan failed or the input is bad (its one-line error printed).
     """
-    parser = argparse.ArgumentParser(prog="medsam-ft", description=medsam_ft.__doc__)
+    parser = argument_parser("medsam-ft", medsam_ft.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="versions, device, available backbones and methods")
+    commands.add_parser("info", help="versions, device, available backbones and methods", formatter_class=HelpFormatter)
     p = commands.add_parser("predict", help="predict CT scans (NIfTI, DICOM) into label volumes",
-                            description=PREDICT_HELP)
-    p.add_argument("--checkpoint", required=True, help="a trained checkpoint (best.pt of a volume bundle)")
-    p.add_argument("--input", required=True, help="NIfTI / .npy.h5 file, folder of them, or DICOM series folder")
-    p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--series", help="SeriesInstanceUID to predict when the DICOM folder holds several series")
-    p.add_argument("--slicer", action="store_true", help="also NAME_seg.seg.nrrd (3D Slicer segmentation) + NAME_seg.ctbl")
-    p.add_argument("--dicom-seg", action="store_true", help="also NAME_seg.dcm, a DICOM SEG of the source series")
-    p.add_argument("--overlay", action="store_true", help="also NAME_overlay.png, slices with the prediction outlined")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
-    p.add_argument("--slice-batch-size", type=int, default=32, help="slices per forward pass (bounds device memory)")
-    p.add_argument("--sam-checkpoint", help="where the SAM ViT weights the model was trained on are now (ViT backbones)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (and redo finished scans)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+                            description=PREDICT_HELP, formatter_class=HelpFormatter)
+    add_option(p, "checkpoint", required=True, help="a trained checkpoint (best.pt of a volume bundle)")
+    add_option(p, "input", "-i", required=True, help="NIfTI / .npy.h5 file, folder of them, or DICOM series folder")
+    add_option(p, "output", "-o", required=True, help="output folder")
+    add_option(p, "series", help="SeriesInstanceUID to predict when the DICOM folder holds several series")
+    add_option(p, "slicer", action="store_true", help="also NAME_seg.seg.nrrd (3D Slicer segmentation) + NAME_seg.ctbl")
+    add_option(p, "dicom_seg", action="store_true", help="also NAME_seg.dcm, a DICOM SEG of the source series")
+    add_option(p, "overlay", action="store_true", help="also NAME_overlay.png, slices with the prediction outlined")
+    add_option(p, "device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+    add_option(p, "slice_batch_size", type=int, default=32, help="slices per forward pass (bounds device memory)")
+    add_option(p, "sam_checkpoint", help="where the SAM ViT weights the model was trained on are now (ViT backbones)")
+    add_option(p, "overwrite", action="store_true", help="replace existing outputs (and redo finished scans)")
+    add_option(p, "quiet", action="store_true", help="no progress bars or log lines")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())

@@ -219,7 +219,7 @@ def predict_scans(predictor: VolumePredictor, sources: list[ScanSource], output_
     if options.dicom_seg:
         for source in sources:
             if source.format != "dicom":
-                raise InputError(source.path, "--dicom-seg needs a DICOM series as input (a DICOM SEG references "
+                raise InputError(source.path, "--dicom_seg needs a DICOM series as input (a DICOM SEG references "
                                               f"its source images); this is a {source.format} file")
     names = [s.name for s in sources]
     if len(set(names)) != len(names):

@@ -36,7 +36,7 @@ def synapse_dataset(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     """The six phantom cases with a datalist: 4 test, 1 validation, 1 training case."""
     root = tmp_path_factory.mktemp("bundle_data")
     shutil.copytree(phantom_dir, root, dirs_exist_ok=True)
-    synapse_main(["--raw", str(root), "--out", str(root / "datalist.json"), "--val-cases", "1"])
+    synapse_main(["--raw", str(root), "--out", str(root / "datalist.json"), "--val_cases", "1"])
     return root
 
 
@@ -58,7 +58,7 @@ def run_bundle() -> Callable[..., str]:
 
 def _shapes_dataset(root: Path, class_names: str, count: int, seed: int, val_fraction: float) -> Path:
     generate_shapes(root, count=count, seed=seed, classes=len(class_names.split(",")))
-    folder2d_main(["--root", str(root), "--class-names", class_names, "--val-fraction", str(val_fraction)])
+    folder2d_main(["--root", str(root), "--class_names", class_names, "--val_fraction", str(val_fraction)])
     return root
 
 

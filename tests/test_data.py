@@ -84,7 +84,7 @@ def test_datalist_transunet_split(phantom_dir, tmp_path):
     assert datalist["label_map"] == {"1": 1, "2": 2, "3": 3, "4": 4, "6": 5, "7": 6, "8": 7, "11": 8}
     assert datalist["hu_window"] == [-125.0, 275.0]
     out = tmp_path / "lists" / "datalist.json"
-    synapse_main(["--raw", str(phantom_dir), "--out", str(out), "--val-cases", "1"])
+    synapse_main(["--raw", str(phantom_dir), "--out", str(out), "--val_cases", "1"])
     on_disk = json.loads(out.read_text())
     assert not Path(on_disk["test"][0]["image"]).is_absolute()
     resolved = read_datalist(out)
@@ -233,7 +233,7 @@ def test_2d_augmentations_keep_image_and_label_aligned():
 def test_transunet_layout_round_trip(phantom_dir, tmp_path):
     datalist_path = tmp_path / "datalist.json"
     out = tmp_path / "transunet"
-    synapse_main(["--raw", str(phantom_dir), "--out", str(datalist_path), "--val-cases", "1", "--transunet", str(out)])
+    synapse_main(["--raw", str(phantom_dir), "--out", str(datalist_path), "--val_cases", "1", "--transunet", str(out)])
     datalist = read_datalist(datalist_path)
     test_item = datalist["test"][0]
     volume = load_volumes([test_item], _synapse_transform())[0]
@@ -290,7 +290,7 @@ def test_synapse_datalist_for_test_cases_only_and_impossible_splits(phantom_dir,
     listed = json.loads((only_test / "datalist.json").read_text())
     assert [len(listed[s]) for s in ("training", "validation", "test")] == [0, 0, 2]
     with pytest.raises(SystemExit) as exit_info:
-        synapse_main(["--raw", str(phantom_dir), "--out", str(tmp_path / "x.json"), "--val-cases", "2"])
+        synapse_main(["--raw", str(phantom_dir), "--out", str(tmp_path / "x.json"), "--val_cases", "2"])
     assert exit_info.value.code == 1
     message = capsys.readouterr().err
     assert "holds 2 training cases: they cannot give 2 validation cases" in message and "Traceback" not in message
@@ -304,7 +304,7 @@ def test_read_dataset_spec_in_both_layouts(phantom_dir, tmp_path):
     (tmp_path / "raw").mkdir()
     for sub in ("img", "label"):
         (tmp_path / "raw" / sub).symlink_to(phantom_dir / sub)
-    synapse_main(["--raw", str(tmp_path / "raw"), "--out", str(datalist_path), "--val-cases", "1",
+    synapse_main(["--raw", str(tmp_path / "raw"), "--out", str(datalist_path), "--val_cases", "1",
                   "--transunet", str(tmp_path / "tu")])
     nifti = read_dataset_spec(tmp_path / "raw")
     assert nifti.layout == "nifti" and nifti.class_names == list(SYNAPSE_CLASS_NAMES)

@@ -142,7 +142,7 @@ def test_datalist_cli_detects_formats_and_keeps_user_splits(tmp_path):
     lists = {"train": ["shape_000", "shape_001", "shape_002", "shape_003"], "val": ["shape_004.png"], "test": ["shape_005"]}
     for split, names in lists.items():
         (tmp_path / f"{split}.txt").write_text("\n".join(names) + "\n")
-    folder2d_main(["--root", str(root), "--class-names", "background,disc,rectangle",
+    folder2d_main(["--root", str(root), "--class_names", "background,disc,rectangle",
                    *[a for s in lists for a in (f"--{s}-list", str(tmp_path / f"{s}.txt"))]])
     datalist = json.loads((root / "datalist.json").read_text())
     assert datalist["format"] == "folder2d" and datalist["mask_format"]["mode"] == "ids"
@@ -153,7 +153,7 @@ def test_datalist_cli_detects_formats_and_keeps_user_splits(tmp_path):
     # no lists: a seeded validation fraction, the same every time
     out_a, out_b = tmp_path / "a.json", tmp_path / "b.json"
     for out in (out_a, out_b):
-        folder2d_main(["--root", str(root), "--out", str(out), "--val-fraction", "0.3", "--seed", "3"])
+        folder2d_main(["--root", str(root), "--out", str(out), "--val_fraction", "0.3", "--seed", "3"])
     a = json.loads(out_a.read_text())
     assert a == json.loads(out_b.read_text()) and len(a["validation"]) == 3 and len(a["training"]) == 7
     assert a["labels"]["2"] == "class_2"
@@ -171,7 +171,7 @@ def test_datalist_cli_binary_jpeg_split_folders_and_unstack(tmp_path):
             image, mask = make_sample(0, i, classes=2)
             _save(tmp_path / "kvasir" / split / "images" / f"{split}{i}.jpg", image)
             _save(tmp_path / "kvasir" / split / "masks" / f"{split}{i}.jpg", np.repeat(mask[..., None] * 255, 3, -1))
-    folder2d_main(["--root", str(tmp_path / "kvasir"), "--class-names", "background,polyp"])
+    folder2d_main(["--root", str(tmp_path / "kvasir"), "--class_names", "background,polyp"])
     spec = read_dataset_spec(tmp_path / "kvasir")
     assert spec.layout == "folder2d" and spec.mask_format.mode == "binary" and spec.class_names == ["background", "polyp"]
     assert len(spec.splits["training"]) == 4 and len(spec.splits["validation"]) == 2
@@ -188,8 +188,8 @@ def test_datalist_cli_binary_jpeg_split_folders_and_unstack(tmp_path):
     labels[0].save(tmp_path / "train-labels.tif", save_all=True, append_images=labels[1:])
     (tmp_path / "isbi_test.txt").write_text("train-volume_02\n")
     folder2d_main(["--unstack", str(tmp_path / "train-volume.tif"), str(tmp_path / "train-labels.tif"),
-                   "--root", str(tmp_path / "isbi"), "--class-names", "membrane,cell", "--val-fraction", "0.5",
-                   "--test-list", str(tmp_path / "isbi_test.txt")])
+                   "--root", str(tmp_path / "isbi"), "--class_names", "membrane,cell", "--val_fraction", "0.5",
+                   "--test_list", str(tmp_path / "isbi_test.txt")])
     isbi = read_dataset_spec(tmp_path / "isbi")
     assert isbi.mask_format.mode == "binary"
     assert [len(isbi.splits[s]) for s in ("training", "validation", "test")] == [1, 1, 1]
@@ -209,15 +209,15 @@ def test_datalist_cli_refuses_bad_masks(tmp_path):
         folder2d_main(["--root", str(root)])
     _save(root / "masks" / "f1.png", np.array([[0, 1], [2, 3]], np.uint8))
     with pytest.raises(InputError, match=r"masks/f1\.png: mask values \[3\] are not class ids 0\.\.2"):
-        folder2d_main(["--root", str(root), "--num-classes", "3"])
+        folder2d_main(["--root", str(root), "--num_classes", "3"])
     assert not (root / "datalist.json").exists()
 
 
 def test_random_crops_pad_small_images_and_keep_ignore(tmp_path):
     _save(tmp_path / "images" / "small.png", np.full((20, 30, 3), 200, np.uint8))
     _save(tmp_path / "masks" / "small.png", np.full((20, 30), 255, np.uint8))
-    folder2d_main(["--root", str(tmp_path), "--mask-mode", "ids", "--num-classes", "2", "--ignore-value", "255",
-                   "--val-fraction", "0"])
+    folder2d_main(["--root", str(tmp_path), "--mask_mode", "ids", "--num_classes", "2", "--ignore_value", "255",
+                   "--val_fraction", "0"])
     spec = read_dataset_spec(tmp_path)
     sample = slice_dataset(spec, image_size=16, augment="none", crop_size=40)[0]
     assert sample["image"].shape == (3, 16, 16)

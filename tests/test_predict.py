@@ -184,7 +184,7 @@ def test_dicom_series_in_dicom_seg_out(checkpoint, tmp_path):
     np.testing.assert_allclose(scan.affine, affine, atol=1e-4)
 
     assert _predict("--checkpoint", str(checkpoint), "--input", str(tmp_path / "series"), "--output",
-                    str(tmp_path / "out"), "--dicom-seg") == 0
+                    str(tmp_path / "out"), "--dicom_seg") == 0
     labels = np.asarray(nib.load(tmp_path / "out" / "series_seg.nii.gz").dataobj)
     np.testing.assert_allclose(nib.load(tmp_path / "out" / "series_seg.nii.gz").affine, affine, atol=1e-4)
     seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(tmp_path / "out" / "series_seg.dcm"))
@@ -257,8 +257,8 @@ def test_missing_empty_and_unknown_inputs(checkpoint, tmp_path, capsys):
     _refused(capsys, *args, "--input", str(tmp_path / "notes.txt"), names=tmp_path / "notes.txt",
              says="not a NIfTI (.nii, .nii.gz) or TransUNet .npy.h5 file")
     write_nifti(tmp_path / "scan.nii.gz", _volume(), np.eye(4))
-    _refused(capsys, *args, "--input", str(tmp_path / "scan.nii.gz"), "--dicom-seg", names=tmp_path / "scan.nii.gz",
-             says="--dicom-seg needs a DICOM series")
+    _refused(capsys, *args, "--input", str(tmp_path / "scan.nii.gz"), "--dicom_seg", names=tmp_path / "scan.nii.gz",
+             says="--dicom_seg needs a DICOM series")
     if not torch.cuda.is_available():
         _refused(capsys, *args, "--input", str(tmp_path / "scan.nii.gz"), "--device", "cuda", names="'cuda'",
                  says="CUDA is not available")
@@ -404,7 +404,7 @@ def test_real_scanner_series_geometry_and_dicom_seg(checkpoint, tmp_path):
     np.testing.assert_allclose(scan.affine, LPS_TO_RAS @ lps, atol=1e-3)
 
     assert _predict("--checkpoint", str(checkpoint), "--input", str(DCMQI), "--output", str(tmp_path / "out"),
-                    "--dicom-seg") == 0
+                    "--dicom_seg") == 0
     labels = np.asarray(nib.load(tmp_path / "out" / "dcmqi_ct3slice_seg.nii.gz").dataobj)
     _seg_matches(tmp_path / "out" / "dcmqi_ct3slice_seg.dcm", DCMQI, labels)
 
@@ -415,7 +415,7 @@ def test_real_scanner_series_geometry_and_dicom_seg(checkpoint, tmp_path):
         dataset.SOPClassUID, dataset.SOPInstanceUID = "", ""
         dataset.save_as(anonymised / file.name, enforce_file_format=True)
     assert _predict("--checkpoint", str(checkpoint), "--input", str(anonymised), "--output", str(tmp_path / "anon"),
-                    "--dicom-seg") == 0
+                    "--dicom_seg") == 0
     _seg_matches(tmp_path / "anon" / "anonymised_seg.dcm", anonymised,
                  np.asarray(nib.load(tmp_path / "anon" / "anonymised_seg.nii.gz").dataobj))
 
@@ -429,4 +429,4 @@ def test_dicom_seg_refuses_a_series_it_cannot_reference(checkpoint, tmp_path, ca
         del dataset.file_meta.MediaStorageSOPInstanceUID
         dataset.save_as(broken / file.name, enforce_file_format=False)
     _refused(capsys, "--checkpoint", str(checkpoint), "--input", str(broken), "--output", str(tmp_path / "out"),
-             "--dicom-seg", names=broken / "03.dcm", says="has no SOPInstanceUID")  # 03.dcm: the first slice
+             "--dicom_seg", names=broken / "03.dcm", says="has no SOPInstanceUID")  # 03.dcm: the first slice

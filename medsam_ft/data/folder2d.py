@@ -168,7 +168,7 @@ def _class_id_pixels(path: Path, pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 3:
         if np.abs(pixels.astype(np.int16) - pixels[..., :1]).max() > 0:
             raise InputError(path, "is a colour mask, but the mask format is class ids: give a palette "
-                                   "(--palette) or use --mask-mode binary")
+                                   "(--palette) or use --mask_mode binary")
         pixels = pixels[..., 0]
     if pixels.dtype.kind not in "ui":
         raise InputError(path, f"mask pixels are {pixels.dtype}, not integer class ids")

@@ -117,7 +117,7 @@ def make_datalist(
     train_ids = [c for c in sorted(cases) if c not in set(test_cases)]
     if val_cases < 0 or (train_ids and val_cases >= len(train_ids)):
         raise InputError(raw_dir, f"holds {len(train_ids)} training cases: they cannot give {val_cases} validation "
-                                  f"cases and leave some to train on (--val-cases 0 to {max(len(train_ids) - 1, 0)})")
+                                  f"cases and leave some to train on (--val_cases 0 to {max(len(train_ids) - 1, 0)})")
     val_ids = sorted(np.random.default_rng(seed).choice(train_ids, size=val_cases, replace=False).tolist()) \
         if train_ids else []
     train_ids = [c for c in train_ids if c not in val_ids]
