@@ -1,4 +1,4 @@
-"""``medsam-ft``: command-line entry point (``medsam-ft info``, ``medsam-ft predict``)."""
+"""``medsam-ft``: command-line entry point (``medsam-ft info``, ``predict``, ``export``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import torch
 
 import medsam_ft
 from medsam_ft.arguments import HelpFormatter, add_option, argument_parser
+from medsam_ft.checkpoint import load_checkpoint
+from medsam_ft.export import FORMATS, export_network
 from medsam_ft.io import InputError
 from medsam_ft.predict import OutputOptions, VolumePredictor, predict_scans
 from medsam_ft.scans import find_scans
@@ -21,6 +23,12 @@ several). Per scan OUTPUT gets NAME_seg.nii.gz (uint8 class ids in the scan's ow
 NAME_seg.json (class names, organ volumes in mL, checkpoint and versions), plus what the flags ask for.
 Outputs that exist are refused unless --overwrite; scans this checkpoint already finished are skipped, so an
 interrupted batch resumes. Exit status 0: all written or skipped; 1: an input was refused (message on stderr)."""
+
+
+EXPORT_HELP = """Export a trained network for other runtimes: float[B, 3, S, S] pixels in [0, 1] -> logits
+float[B, C, S/s, S/s] (C classes; argmax for labels), normalisation inside, LoRA / SVD coefficients merged.
+B and S are fixed by the export. The file is kept only if TorchScript (torch.jit.load) or ONNX (onnxruntime)
+reproduces PyTorch's logits on test inputs (largest difference printed)."""
 
 
 def info() -> str:
@@ -57,6 +65,22 @@ def predict(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """Run ``medsam-ft export``.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        The exit status (0: written and checked).
+    """
+    network, _ = load_checkpoint(args.checkpoint, args.sam_checkpoint, "cpu")
+    report = export_network(network, args.output, args.format, args.image_size, args.batch_size)
+    print(f"{report.format} written to {report.path}: input float{list(report.input_shape)} in [0, 1], logits within "
+          f"{report.max_abs_difference:.1e} of PyTorch's")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``medsam-ft`` command.
 
@@ -83,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     add_option(p, "sam_checkpoint", help="where the SAM ViT weights the model was trained on are now (ViT backbones)")
     add_option(p, "overwrite", action="store_true", help="replace existing outputs (and redo finished scans)")
     add_option(p, "quiet", action="store_true", help="no progress bars or log lines")
+    e = commands.add_parser("export", help="a trained network as TorchScript or ONNX, checked against PyTorch",
+                            description=EXPORT_HELP, formatter_class=HelpFormatter)
+    add_option(e, "checkpoint", required=True, help="a trained checkpoint (best.pt)")
+    add_option(e, "format", required=True, choices=FORMATS, help="the file's format")
+    add_option(e, "output", "-o", required=True, help="the file to write (.ts for TorchScript, .onnx)")
+    add_option(e, "image_size", type=int, default=None, help="input side S (default: the network's input size)")
+    add_option(e, "batch_size", type=int, default=1, help="input batch size B (fixed by the export)")
+    add_option(e, "sam_checkpoint", help="where the SAM ViT weights the model was trained on are now (ViT backbones)")
+    add_option(e, "quiet", action="store_true", help="no log lines")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
@@ -90,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("medsam_ft").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
-        return predict(args)
+        return predict(args) if args.command == "predict" else export(args)
     except (InputError, ValueError) as err:  # bad input, or a device that is not there
         print(f"error: {err}", file=sys.stderr)
         return 1
