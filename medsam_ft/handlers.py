@@ -320,17 +320,17 @@ def resume_file(path: str | os.PathLike, resume: bool) -> Path:
 
 class BestMetricState:
     """What ``--resume`` must restore of validation: the evaluator's best key metric (and its epoch),
-    and the best-checkpoint saver's record of it, so the first validation after resuming replaces
-    ``best.pt`` only when it beats the best of the earlier run. Give it to :class:`LastCheckpoint`
-    and to the ``CheckpointLoader`` under the same name.
+    and the best-checkpoint savers' record of it, so the first validation after resuming replaces
+    ``best.pt`` (and ``model.pt``) only when it beats the best of the earlier run. Give it to
+    :class:`LastCheckpoint` and to the ``CheckpointLoader`` under the same name.
 
     Args:
         evaluator: the MONAI evaluator whose ``state.best_metric`` tracks the key metric.
-        saver: the MONAI ``CheckpointSaver`` writing the key-metric checkpoint (``key_metric_filename``).
+        savers: the MONAI ``CheckpointSaver`` s writing key-metric checkpoints (``key_metric_filename``).
     """
 
-    def __init__(self, evaluator: Engine, saver: Any):
-        self.evaluator, self.saver = evaluator, saver
+    def __init__(self, evaluator: Engine, savers: Sequence[Any]):
+        self.evaluator, self.savers = evaluator, list(savers)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_metric": float(self.evaluator.state.best_metric),
@@ -339,10 +339,11 @@ class BestMetricState:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.evaluator.state.best_metric = state["best_metric"]
         self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
-        if state["best_metric_epoch"] > 0:  # a best checkpoint was written: the saver replaces it only when beaten
+        if state["best_metric_epoch"] > 0:  # best checkpoints were written: the savers replace them only when beaten
             # Ignite Checkpoint's state: its "_saved" list of (priority, filename); the saver writes its fixed
             # key_metric_filename whatever name the record holds
-            self.saver.load_state_dict({"_saved": [(state["best_metric"], "restored_best")]})
+            for saver in self.savers:
+                saver.load_state_dict({"_saved": [(state["best_metric"], "restored_best")]})
 
 
 class EpochSummary:

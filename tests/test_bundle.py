@@ -1,6 +1,8 @@
 """The samed_synapse bundle end to end on tiny phantoms (LiteMedSAM at 32 px, one short epoch)."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -38,6 +40,24 @@ def test_train_writes_small_checkpoints_and_logs(trained):
     assert set(checkpoint["state"]) == set(net.trainable_state_dict())
     assert sum(v.numel() for v in checkpoint["state"].values()) == net.num_parameters(trainable_only=True)
     assert any(list(out.glob("events.out.tfevents*")))
+
+
+def test_monai_ckpt_export_reproduces_the_trained_network(trained, synapse_dataset, tmp_path):
+    """model.pt (the whole network's state dict, written with best.pt) is what MONAI's tools load:
+    `monai.bundle ckpt_export` builds network_def from train.json, loads it, and the TorchScript file
+    gives best.pt's logits (MONAI copies matching keys only, so a format mismatch would show here)."""
+    out, _ = trained
+    exported = tmp_path / "model.ts"
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(exported),
+           "--ckpt_file", str(out / "model.pt"), "--meta_file", str(BUNDLE / "metadata.json"),
+           "--config_file", str(BUNDLE / "train.json"), "--dataset_dir", str(synapse_dataset), "--image_size", "32",
+           "--use_trace", "True", "--input_shape", "[1, 3, 32, 32]"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    network, _ = load_checkpoint(out / "best.pt")
+    image = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(exported))(image), network(image), atol=1e-5, rtol=1e-4)
 
 
 def test_resume_continues_the_schedule(trained, synapse_dataset, run_bundle):

@@ -31,11 +31,11 @@ def test_resume_keeps_the_best_checkpoint_record(tmp_path):
     evaluator, saver = run()
     validation(0.8, 1.0, saver, evaluator)
     evaluator.state.best_metric, evaluator.state.best_metric_epoch = 0.8, 3
-    saved = BestMetricState(evaluator, saver).state_dict()
+    saved = BestMetricState(evaluator, [saver]).state_dict()
     assert saved == {"best_metric": 0.8, "best_metric_epoch": 3}
 
     resumed, resumed_saver = run()
-    BestMetricState(resumed, resumed_saver).load_state_dict(saved)
+    BestMetricState(resumed, [resumed_saver]).load_state_dict(saved)
     assert (resumed.state.best_metric, resumed.state.best_metric_epoch) == (0.8, 3)
     validation(0.5, 2.0, resumed_saver, resumed)
     assert best_weight() == 1.0  # a worse first validation leaves the earlier best in place
