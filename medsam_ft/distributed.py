@@ -48,6 +48,32 @@ def is_main_process() -> bool:
     return not is_distributed() or dist.get_rank() == 0
 
 
+def world_size() -> int:
+    """The number of processes training together (1 without DDP)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def per_process_batch(batch_size: int, global_batch_size: int | None = None) -> int:
+    """The batch each process loads.
+
+    Args:
+        batch_size: per process (the bundles' ``--batch_size``): N processes then step on N x that.
+        global_batch_size: the samples per optimiser step over all processes; when given it decides
+            (``--global_batch_size 24`` keeps SAMed's 24 on any number of GPUs).
+
+    Returns:
+        The per-process batch size.
+
+    Raises:
+        ValueError: a global batch size the number of processes does not divide.
+    """
+    if global_batch_size is None:
+        return batch_size
+    if global_batch_size % world_size():
+        raise ValueError(f"--global_batch_size {global_batch_size} is not a multiple of the {world_size()} processes")
+    return global_batch_size // world_size()
+
+
 def train_sampler(dataset: torch.utils.data.Dataset) -> DistributedSampler | None:
     """This rank's shuffled share of the training samples under DDP (padded to equal shares); None
     (the data loader shuffles) in a single process.

@@ -131,6 +131,7 @@ def test_inference_prediction_is_oriented_like_its_input(trained, synapse_datase
 def test_multi_gpu_config_runs_ddp_on_cpu(synapse_dataset, tmp_path, run_bundle):
     configs = f"['{BUNDLE / 'train.json'}','{BUNDLE / 'multi_gpu_train.json'}']"
     log = run_bundle(configs, "--dataset_dir", str(synapse_dataset), "--output_dir", str(tmp_path), "--max_epochs", "1",
-                     *TINY, env={"OMP_NUM_THREADS": "1"}, torchrun=True)
+                     *TINY, "--global_batch_size", "8", env={"OMP_NUM_THREADS": "1"}, torchrun=True)
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
     assert log.count("epoch 1/1: mean loss") == 1  # rank 0 logs, rank 1 trains silently
+    assert "8 samples per optimiser step: 4 per process x 2 process(es)" in log  # the global batch, split
