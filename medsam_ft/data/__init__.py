@@ -12,6 +12,7 @@ from .datasets import (
     slice_dataset,
 )
 from .folder2d import LoadImage2Dd, MaskFormat, read_image, read_mask
+from .nnunet import decathlon_datalist, nnunet_v2_datalist, split_labelled_cases
 from .slices import LoadTransUNetd, VolumeSliceDataset, apply_checked, load_volumes
 from .synapse import (
     SYNAPSE_CLASS_NAMES,
@@ -50,6 +51,9 @@ __all__ = [
     "load_volumes",
     "make_datalist",
     "read_datalist",
+    "decathlon_datalist",
+    "nnunet_v2_datalist",
+    "split_labelled_cases",
     "read_image",
     "read_mask",
     "write_datalist",

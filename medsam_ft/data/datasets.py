@@ -91,7 +91,14 @@ def read_dataset_spec(dataset_dir: str | os.PathLike, datalist: str | os.PathLik
     if datalist_path.is_file():
         listed = read_datalist(datalist_path)
         splits = {s: listed.get(s, []) for s in SPLITS}
-        labels = listed.get("labels", {str(i): n for i, n in enumerate(SYNAPSE_CLASS_NAMES)})
+        labels = listed.get("labels")
+        try:
+            named = isinstance(labels, dict) and sorted(int(k) for k in labels) == list(range(len(labels)))
+        except (TypeError, ValueError):
+            named = False
+        if not named:
+            raise InputError(datalist_path, "must name its classes: \"labels\": {\"0\": \"background\", \"1\": ...} "
+                                            "(ids 0..C-1); the data_prep converters write it")
         class_names = [labels[str(i)] for i in range(len(labels))]
         if listed.get("format") == "folder2d":
             try:
@@ -101,12 +108,15 @@ def read_dataset_spec(dataset_dir: str | os.PathLike, datalist: str | os.PathLik
                                                 "remake it with `python -m data_prep.folder2d`") from None
             return DatasetSpec(root, "folder2d", class_names, None, None, None, splits, mask_format)
         axcodes = axcodes or "RAS"
+        if "hu_window" not in listed:
+            raise InputError(datalist_path, "must say how intensities are scaled: \"hu_window\": [low, high] (CT HU "
+                                            "mapped to [0, 1]); the data_prep converters write it")
         for items in splits.values():
             for item in items:
                 check_pair(Path(item["image"]), Path(item["label"]))
         label_map = listed.get("label_map")
         return DatasetSpec(
-            root, "nifti", class_names, list(listed.get("hu_window", (-125, 275))),
+            root, "nifti", class_names, [float(v) for v in listed["hu_window"]],
             {int(k): int(v) for k, v in label_map.items()} if label_map else None,
             listed.get("allowed_label_ids"), splits, axcodes=axcodes,
         )
