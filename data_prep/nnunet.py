@@ -1,10 +1,10 @@
 """nnU-Net v2 raw data set (DatasetXXX_Name) -> MONAI datalist JSON (training, validation, test).
 
 ``python -m data_prep.nnunet --root DIR [--out DIR/datalist.json] [--val_cases 2] [--test_fraction 0.2]
-[--seed 0] [--hu_window -125 275]``
+[--seed 0] [--hu_window -125 275] [--percentiles 0.5 99.5]``
 
 Pairs ``labelsTr/CASE.nii.gz`` with ``imagesTr/CASE_0000.nii.gz``; ``dataset.json`` gives ``labels``
-(name -> id; region-based labels are refused) and ``channel_names`` (one CT channel). Every pair is
+(name -> id; region-based labels are refused) and ``channel_names`` (one channel: CT, MR...). Every pair is
 checked; the labelled cases are split with ``--seed``. (nnU-Net v1 folders: ``python -m data_prep.decathlon``.)
 """
 

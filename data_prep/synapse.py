@@ -26,7 +26,7 @@ def write_transunet_layout(datalist: dict[str, Any], out_dir: str | os.PathLike)
     """Write the TransUNet layout for a datalist whose paths are absolute (see ``read_datalist``)."""
     out_dir = Path(out_dir)
     transform = volume_transforms(
-        datalist["hu_window"], {int(k): v for k, v in datalist["label_map"].items()}, datalist["allowed_label_ids"]
+        datalist["intensity"], {int(k): v for k, v in datalist["label_map"].items()}, datalist["allowed_label_ids"]
     )
     train_names: list[str] = []
     for item in datalist["training"] + datalist["validation"]:

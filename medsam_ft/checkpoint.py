@@ -11,6 +11,7 @@ import torch
 import medsam_ft
 from medsam_ft.io import InputError, load_torch_file
 from medsam_ft.networks import SemanticSAM, build_network, network_config
+from medsam_ft.transforms import intensity_spec
 
 CHECKPOINT_FORMAT = "medsam_ft.trainable/1"
 
@@ -26,7 +27,7 @@ def _without_weight_files(config: Mapping[str, Any]) -> dict[str, Any]:
 class TrainableCheckpoint:
     """The state a checkpoint holds: the network's trainable tensors and what rebuilds it.
 
-    ``state_dict()`` -> ``{"format", "config", "state", "backbone_sha256", "class_names", "hu_window",
+    ``state_dict()`` -> ``{"format", "config", "state", "backbone_sha256", "class_names", "intensity",
     "sliding_window", "resize_to", "class_colors", "axcodes", "prompt", "medsam_ft_version"}``;
     ``load_state_dict()`` checks the format and the config before loading. Ignite/MONAI checkpoint
     handlers take it like any module.
@@ -34,7 +35,8 @@ class TrainableCheckpoint:
     Args:
         network: the network being trained.
         class_names: C names, background first.
-        hu_window: CT intensity window (volumes).
+        intensity: how volume voxels became [0, 1] in training (see
+            :func:`~medsam_ft.transforms.intensity_spec`; a pair is a CT window); None for 2D images.
         sliding_window: the crop size 2D images were trained at, so inference predicts windows of
             that size (None: whole images).
         resize_to: the size whole images were resized to before training crops were cut from them
@@ -49,13 +51,13 @@ class TrainableCheckpoint:
     """
 
     def __init__(self, network: SemanticSAM, class_names: Sequence[str] | None = None,
-                 hu_window: Sequence[float] | None = None, sliding_window: int | None = None,
+                 intensity: Mapping[str, Any] | Sequence[float] | None = None, sliding_window: int | None = None,
                  resize_to: int | None = None, class_colors: Sequence[Sequence[int]] | None = None,
                  axcodes: str | None = None):
         self.network = network
         self.axcodes = axcodes
         self.class_names = list(class_names) if class_names is not None else None
-        self.hu_window = list(hu_window) if hu_window is not None else None
+        self.intensity = intensity_spec(intensity) if intensity is not None else None
         self.sliding_window, self.resize_to = sliding_window, resize_to
         self.class_colors = [list(c) for c in class_colors] if class_colors is not None else None
 
@@ -66,7 +68,7 @@ class TrainableCheckpoint:
             "state": self.network.trainable_state_dict(),
             "backbone_sha256": self.network.backbone_sha256,
             "class_names": self.class_names,
-            "hu_window": self.hu_window,
+            "intensity": self.intensity,
             "sliding_window": self.sliding_window,
             "resize_to": self.resize_to,
             "class_colors": self.class_colors,
@@ -97,8 +99,8 @@ def unwrap_checkpoint(checkpoint: Any, source: str) -> dict[str, Any]:
 
     Returns:
         The checkpoint, its ``config`` upgraded to the current form
-        (:func:`~medsam_ft.networks.network_config`); volumes of checkpoints written before
-        orientations were recorded are sliced RAS, as they were trained.
+        (:func:`~medsam_ft.networks.network_config`), a 0.1 ``hu_window`` as its ``intensity``;
+        volumes of checkpoints written before orientations were recorded are sliced RAS, as they were trained.
 
     Raises:
         InputError: not a medsam_ft checkpoint.
@@ -110,7 +112,10 @@ def unwrap_checkpoint(checkpoint: Any, source: str) -> dict[str, Any]:
     checkpoint = dict(checkpoint)
     # Written before networks recorded their prompt: it was only in the checkpoint's own "prompt" entry
     checkpoint["config"] = network_config({"prompt": checkpoint.get("prompt", "none"), **checkpoint["config"]})
-    if checkpoint.get("hu_window") is not None and checkpoint.get("axcodes") is None:
+    if "intensity" not in checkpoint:  # medsam_ft 0.1: volumes had a CT window, "hu_window"
+        window = checkpoint.pop("hu_window", None)
+        checkpoint["intensity"] = intensity_spec(window) if window is not None else None
+    if checkpoint["intensity"] is not None and checkpoint.get("axcodes") is None:
         checkpoint["axcodes"] = "RAS"
     return checkpoint
 

@@ -9,6 +9,7 @@ import datetime
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Orientation, ScaleIntensityRange
+from monai.transforms import Orientation
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -27,6 +28,7 @@ from medsam_ft.distributed import resolve_device
 from medsam_ft.inference import SlicePredictor
 from medsam_ft.io import InputError, atomic_paths, file_sha256, nifti_image
 from medsam_ft.scans import Scan, ScanSource, read_scan
+from medsam_ft.transforms import intensity_spec, intensity_transform
 from medsam_ft.writers import (
     label_colors,
     write_color_table,
@@ -55,7 +57,7 @@ class VolumePredictor:
     """A trained 2D network over CT volumes: every axial slice, ``slice_batch_size`` at a time.
 
     The scan is oriented ``axcodes`` (MONAI ``Orientation``; the orientation the network was trained
-    in, RAS for NIfTI training), windowed to ``hu_window`` and scaled to [0, 1]; slices ``[1, X, Y]``
+    in, RAS for NIfTI training), scaled to [0, 1] as ``intensity`` says; slices ``[1, X, Y]``
     go to the device in batches (the volume stays in host memory), and the class ids are oriented
     back to the scan's own voxel order. bf16 autocast on CUDA.
     Calling it on a :class:`~medsam_ft.scans.Scan` returns a :class:`VolumePrediction`.
@@ -63,7 +65,8 @@ class VolumePredictor:
     Args:
         network: the trained network.
         class_names: C names, background first.
-        hu_window: the CT window; None: the scan is used as it is (already in [0, 1]).
+        intensity: how training scaled the voxels (:func:`~medsam_ft.transforms.intensity_spec`; a pair
+            is a CT window); scans already in [0, 1] (TransUNet arrays) are used as they are.
         resize_to: see :class:`~medsam_ft.inference.SlicePredictor`.
         slice_batch_size: slices per network call.
         device: where the network runs (None: CUDA when present).
@@ -72,7 +75,7 @@ class VolumePredictor:
         axcodes: the orientation the network was trained in.
     """
 
-    def __init__(self, network: nn.Module, class_names: list[str], hu_window: list[float] | None,
+    def __init__(self, network: nn.Module, class_names: list[str], intensity: Mapping[str, Any] | Sequence[float],
                  resize_to: int | None = None, slice_batch_size: int = 32, device: str | torch.device | None = None,
                  checkpoint_info: dict[str, Any] | None = None, class_colors: list[list[int]] | None = None,
                  axcodes: str = "RAS"):
@@ -80,7 +83,7 @@ class VolumePredictor:
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.slice_predictor = SlicePredictor(network, resize_to=resize_to).to(self.device).eval()
         self.class_names = list(class_names)
-        self.hu_window = list(hu_window) if hu_window is not None else None
+        self.intensity = intensity_spec(intensity)
         self.slice_batch_size = slice_batch_size
         self.checkpoint_info = dict(checkpoint_info or {})
         self.class_colors = class_colors
@@ -99,12 +102,12 @@ class VolumePredictor:
         if class_names is None or len(class_names) != num_classes:
             raise InputError(path, f"names {0 if class_names is None else len(class_names)} classes "
                                    f"for a network with {num_classes} outputs")
-        if checkpoint.get("hu_window") is None:
-            raise InputError(path, "was trained on 2D images (it has no CT intensity window): predict images with "
-                                   "its bundle's inference.json, not volumes")
+        if checkpoint["intensity"] is None:
+            raise InputError(path, "was trained on 2D images (it has no volume intensity handling): predict images "
+                                   "with its bundle's inference.json, not volumes")
         info = {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "config": checkpoint["config"],
                 "trained_with": checkpoint.get("medsam_ft_version")}
-        return cls(network, class_names, checkpoint["hu_window"], checkpoint.get("resize_to"), slice_batch_size,
+        return cls(network, class_names, checkpoint["intensity"], checkpoint.get("resize_to"), slice_batch_size,
                    torch_device, info, checkpoint.get("class_colors"), checkpoint["axcodes"])
 
     @torch.inference_mode()
@@ -112,9 +115,8 @@ class VolumePredictor:
         orientation = Orientation(axcodes=self.axcodes, labels=RAS_LABELS)
         oriented = orientation(MetaTensor(torch.from_numpy(scan.voxels)[None], affine=torch.as_tensor(scan.affine)))
         image = oriented.as_tensor()
-        if scan.intensity == "hu" and self.hu_window is not None:
-            low, high = self.hu_window
-            image = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)(image)
+        if scan.intensity == "raw":
+            image = intensity_transform(self.intensity)({"image": image})["image"]
         image = torch.as_tensor(image, dtype=torch.float32)[0]
         labels = torch.empty(image.shape, dtype=torch.uint8)
         depth = image.shape[-1]
@@ -293,7 +295,7 @@ def _summary(predictor: VolumePredictor, scan: Scan, labels: np.ndarray, files: 
         "voxel_volume_ml": scan.voxel_volume_ml,
         "outputs": {kind: path.name for kind, path in files.items() if kind != "summary"},
         "checkpoint": predictor.checkpoint_info,
-        "hu_window": predictor.hu_window,
+        "intensity": predictor.intensity,
         "medsam_ft_version": medsam_ft.__version__,
         "torch_version": torch.__version__,
         "device": str(predictor.device),

@@ -45,15 +45,16 @@ class ScanSource:
 class Scan:
     """A loaded scan: ``voxels`` float32[I, J, K] and ``affine`` float64[4, 4] (voxel i, j, k -> RAS mm).
 
-    ``intensity``: ``"hu"`` (CT numbers; NIfTI, DICOM after rescale) or ``"unit"`` (already windowed
-    to [0, 1]: TransUNet h5). ``nifti``: the source header (NIfTI input), copied into the label file.
+    ``intensity``: ``"raw"`` (the scanner's values: CT numbers, MR signal; NIfTI, DICOM after rescale)
+    or ``"unit"`` (already scaled to [0, 1]: TransUNet h5). ``nifti``: the source header (NIfTI input),
+    copied into the label file.
     ``dicom_files``: the series' files, file k holding slice ``voxels[:, :, k]`` (DICOM input).
     """
 
     source: ScanSource
     voxels: np.ndarray
     affine: np.ndarray
-    intensity: str = "hu"
+    intensity: str = "raw"
     nifti: nib.Nifti1Image | None = None
     dicom_files: list[Path] = field(default_factory=list)
 

@@ -28,12 +28,15 @@ from monai.transforms import (
     RandSpatialCropd,
     Resized,
     ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
     SpatialPadd,
 )
 
 from medsam_ft.io import InputError
 
 HU_WINDOW: tuple[float, float] = (-125.0, 275.0)
+PERCENTILES: tuple[float, float] = (0.5, 99.5)
+INTENSITY_KINDS = ("window", "percentiles")
 IGNORE_INDEX = 255  # label value of pixels that losses and metrics skip (void / unlabelled)
 
 
@@ -172,8 +175,51 @@ def samed_augmentation(image_mode: str = "bilinear") -> OneOf:
     return OneOf([rot90_flip, rotate], weights=[0.5, 0.5])
 
 
+def intensity_spec(intensity: Mapping[str, Any] | Sequence[float]) -> dict[str, Any]:
+    """How a data set's voxel values become [0, 1], in its one stored form.
+
+    Args:
+        intensity: ``{"kind": "window", "window": [low, high]}`` (CT: HU clipped to the window and
+            scaled), ``{"kind": "percentiles", "percentiles": [low, high]}`` (MR and other scanners
+            without a fixed scale: each volume's own low-high percentiles clipped and scaled), or
+            ``[low, high]``, short for a window.
+
+    Returns:
+        The dictionary form.
+
+    Raises:
+        ValueError: another kind, or not two increasing numbers.
+    """
+    if not isinstance(intensity, Mapping):
+        intensity = {"kind": "window", "window": list(intensity)}
+    kind = intensity.get("kind")
+    if kind not in INTENSITY_KINDS:
+        raise ValueError(f"intensity kind {kind!r} unknown; choose one of {INTENSITY_KINDS}")
+    bounds = [float(v) for v in intensity.get(kind, ())]
+    if len(bounds) != 2 or not bounds[0] < bounds[1] or (kind == "percentiles" and not 0 <= bounds[0] < bounds[1] <= 100):
+        raise ValueError(f"intensity {kind} must be two increasing numbers (percentiles within 0-100), got {bounds}")
+    return {"kind": kind, kind: bounds}
+
+
+def intensity_transform(intensity: Mapping[str, Any] | Sequence[float], key: str = "image") -> MapTransform:
+    """The MONAI transform scaling ``data[key]`` to [0, 1] as ``intensity`` says (see :func:`intensity_spec`).
+
+    Args:
+        intensity: the data set's (or checkpoint's) intensity handling.
+        key: the image entry.
+
+    Returns:
+        ``ScaleIntensityRanged`` (window) or ``ScaleIntensityRangePercentilesd`` (per volume), clipped.
+    """
+    spec = intensity_spec(intensity)
+    low, high = spec[spec["kind"]]
+    if spec["kind"] == "window":
+        return ScaleIntensityRanged(key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    return ScaleIntensityRangePercentilesd(key, lower=low, upper=high, b_min=0.0, b_max=1.0, clip=True)
+
+
 def volume_transforms(
-    hu_window: Sequence[float] = HU_WINDOW,
+    intensity: Mapping[str, Any] | Sequence[float] = HU_WINDOW,
     label_map: Mapping[int, int] | None = None,
     allowed_label_ids: Sequence[int] | None = None,
     with_label: bool = True,
@@ -182,7 +228,7 @@ def volume_transforms(
     """NIfTI/DICOM paths -> checked volumes.
 
     Args:
-        hu_window: the CT window scaled to [0, 1] (clipped).
+        intensity: how voxel values become [0, 1] (:func:`intensity_spec`; a pair is a CT window).
         label_map: raw label id -> class id (None: ids kept).
         allowed_label_ids: the raw ids the labels may hold (default: ``label_map``'s and 0).
         with_label: items have a ``label``.
@@ -198,7 +244,7 @@ def volume_transforms(
         EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes=axcodes),
         ValidateImageLabeld("image", "label" if with_label else None),
-        ScaleIntensityRanged("image", a_min=hu_window[0], a_max=hu_window[1], b_min=0.0, b_max=1.0, clip=True),
+        intensity_transform(intensity),
     ]
     if with_label and label_map is not None:
         allowed = allowed_label_ids if allowed_label_ids is not None else sorted(set(label_map) | {0})

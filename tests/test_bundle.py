@@ -34,7 +34,7 @@ def test_train_writes_small_checkpoints_and_logs(trained):
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     assert "epoch 1/1: mean loss" in log and "val_mean_dice" in log
     net, checkpoint = load_checkpoint(out / "best.pt")
-    assert checkpoint["class_names"][1] == "spleen" and checkpoint["hu_window"] == [-125.0, 275.0]
+    assert checkpoint["class_names"][1] == "spleen" and checkpoint["intensity"] == {"kind": "window", "window": [-125.0, 275.0]}
     assert checkpoint["config"]["method"] == "samed" and checkpoint["config"]["image_size"] == 32
     # only the trainable tensors: LoRA, mask decoder, no-prompt embedding (not the 10M-parameter backbone)
     assert set(checkpoint["state"]) == set(net.trainable_state_dict())

@@ -82,7 +82,7 @@ def test_datalist_transunet_split(phantom_dir, tmp_path):
     assert {i["case"] for i in datalist["training"] + datalist["validation"]} == {5, 6}
     assert datalist["labels"]["1"] == "spleen" and datalist["labels"]["8"] == "pancreas"
     assert datalist["label_map"] == {"1": 1, "2": 2, "3": 3, "4": 4, "6": 5, "7": 6, "8": 7, "11": 8}
-    assert datalist["hu_window"] == [-125.0, 275.0]
+    assert datalist["intensity"] == {"kind": "window", "window": [-125.0, 275.0]}
     out = tmp_path / "lists" / "datalist.json"
     synapse_main(["--raw", str(phantom_dir), "--out", str(out), "--val_cases", "1"])
     on_disk = json.loads(out.read_text())

@@ -6,14 +6,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from data_prep.decathlon import main as decathlon_main
 from data_prep.nnunet import main as nnunet_main
+from medsam_ft.cli import main
 from medsam_ft.data import read_dataset_spec
 from medsam_ft.io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = {1: "spleen", 6: "liver"}  # phantom raw ids kept, as classes 1 and 2
+TINY_TRAINING = ["--max_epochs", "1", "--image_size", "32", "--batch_size", "4", "--warmup_iters", "2",
+                 "--keep_empty_slices", "0.0", "--num_workers", "0", "--progress", "False", "--slice_batch_size", "64"]
 
 
 def _relabelled(label_path: Path) -> nib.Nifti1Image:
@@ -25,16 +29,26 @@ def _relabelled(label_path: Path) -> nib.Nifti1Image:
     return nib.Nifti1Image(out, raw.affine)
 
 
-def _decathlon(phantom_dir: Path, root: Path, modality: str = "CT") -> Path:
+def _case(path: Path) -> str:
+    return path.name.removesuffix(".nii.gz")
+
+
+def _decathlon(phantom_dir: Path, root: Path, modality: dict | None = None, mr: bool = False) -> Path:
     for folder in ("imagesTr", "labelsTr"):
         (root / folder).mkdir(parents=True)
     training = []
     for image in sorted((phantom_dir / "img").glob("img*.nii.gz")):
         case = image.name.replace("img", "case_")
-        (root / "imagesTr" / case).symlink_to(image)
+        if mr:  # MR-like: positive, an arbitrary scale that differs per volume, no HU meaning
+            ct = nib.load(image)
+            scale = 1.5 + 0.5 * len(training)
+            signal = (np.asarray(ct.dataobj, np.float32) + 1024.0) * scale + 300.0
+            nib.save(nib.Nifti1Image(signal, ct.affine), root / "imagesTr" / case)
+        else:
+            (root / "imagesTr" / case).symlink_to(image)
         nib.save(_relabelled(phantom_dir / "label" / image.name.replace("img", "label")), root / "labelsTr" / case)
         training.append({"image": f"./imagesTr/{case}", "label": f"./labelsTr/{case}"})
-    meta = {"name": "Phantom", "modality": {"0": modality}, "labels": {"0": "background", "1": "spleen", "2": "liver"},
+    meta = {"name": "Phantom", "modality": modality or {"0": "CT"}, "labels": {"0": "background", "1": "spleen", "2": "liver"},
             "numTraining": len(training), "training": training, "test": ["./imagesTs/case_9999.nii.gz"]}
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
@@ -44,12 +58,12 @@ def test_decathlon_layout_trains_and_evaluates_with_a_volume_bundle(phantom_dir,
     root = _decathlon(phantom_dir, tmp_path / "Task09_Phantom")
     decathlon_main(["--root", str(root), "--val_cases", "1", "--test_fraction", "0.34", "--hu_window", "-150", "250"])
     spec = read_dataset_spec(root)
-    assert spec.class_names == ["background", "spleen", "liver"] and spec.hu_window == [-150.0, 250.0]
+    assert spec.class_names == ["background", "spleen", "liver"]
+    assert spec.intensity == {"kind": "window", "window": [-150.0, 250.0]}
     assert [len(spec.splits[s]) for s in ("training", "validation", "test")] == [3, 1, 2]  # 6 labelled cases
     out = tmp_path / "run"
     run_bundle(ROOT / "bundles" / "samed_synapse" / "train.json", "--dataset_dir", str(root), "--output_dir", str(out),
-               "--max_epochs", "1", "--image_size", "32", "--batch_size", "4", "--warmup_iters", "2",
-               "--keep_empty_slices", "0.0", "--num_workers", "0", "--progress", "False", "--slice_batch_size", "64")
+               *TINY_TRAINING)
     run_bundle(ROOT / "bundles" / "samed_synapse" / "evaluate.json", "--dataset_dir", str(root), "--checkpoint",
                str(out / "best.pt"), "--output_dir", str(tmp_path / "eval"), "--slice_batch_size", "64")
     header = (tmp_path / "eval" / "metrics_clinical.csv").read_text().splitlines()[0]
@@ -57,13 +71,34 @@ def test_decathlon_layout_trains_and_evaluates_with_a_volume_bundle(phantom_dir,
 
 
 def test_decathlon_layouts_that_cannot_be_read_are_refused(phantom_dir, tmp_path, capsys):
-    mr = _decathlon(phantom_dir, tmp_path / "mr", modality="MRI")
+    two_channels = _decathlon(phantom_dir, tmp_path / "two", modality={"0": "T1", "1": "T2"})
     with pytest.raises(SystemExit):
-        decathlon_main(["--root", str(mr)])
-    assert "describes 'MRI' images" in capsys.readouterr().err
+        decathlon_main(["--root", str(two_channels)])
+    assert "describes 2 image channels ['T1', 'T2']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         decathlon_main(["--root", str(tmp_path)])
     assert "has no dataset.json" in capsys.readouterr().err
+
+
+def test_mr_volumes_train_evaluate_and_predict_with_their_percentiles(phantom_dir, tmp_path, run_bundle):
+    """An MR-like data set (no HU, an arbitrary scale per volume): the datalist, the checkpoint and
+    medsam-ft predict all scale each volume by its own percentiles."""
+    root = _decathlon(phantom_dir, tmp_path / "Task99_MR", modality={"0": "MRI"}, mr=True)
+    decathlon_main(["--root", str(root), "--val_cases", "1", "--test_fraction", "0.34"])
+    assert read_dataset_spec(root).intensity == {"kind": "percentiles", "percentiles": [0.5, 99.5]}
+    out = tmp_path / "run"
+    run_bundle(ROOT / "bundles" / "samed_synapse" / "train.json", "--dataset_dir", str(root), "--output_dir", str(out),
+               *TINY_TRAINING)
+    checkpoint = torch.load(out / "best.pt", weights_only=True)
+    assert checkpoint["intensity"] == {"kind": "percentiles", "percentiles": [0.5, 99.5]}
+    run_bundle(ROOT / "bundles" / "samed_synapse" / "evaluate.json", "--dataset_dir", str(root), "--checkpoint",
+               str(out / "best.pt"), "--output_dir", str(tmp_path / "eval"), "--slice_batch_size", "64")
+    assert (tmp_path / "eval" / "metrics_clinical.csv").is_file()
+    scan = sorted((root / "imagesTr").iterdir())[0]
+    assert main(["predict", "--checkpoint", str(out / "best.pt"), "-i", str(scan), "-o", str(tmp_path / "pred"),
+                 "--quiet"]) == 0
+    summary = json.loads((tmp_path / "pred" / f"{_case(scan)}_seg.json").read_text())
+    assert summary["intensity"] == {"kind": "percentiles", "percentiles": [0.5, 99.5]}
 
 
 def _nnunet_v2(phantom_dir: Path, root: Path, labels: dict) -> Path:
@@ -84,7 +119,8 @@ def test_nnunet_v2_layout_converts_and_refuses_regions(phantom_dir, tmp_path, ca
     root = _nnunet_v2(phantom_dir, tmp_path / "Dataset009_Phantom", {"background": 0, "spleen": 1, "liver": 2})
     nnunet_main(["--root", str(root), "--val_cases", "1"])
     spec = read_dataset_spec(root)
-    assert spec.class_names == ["background", "spleen", "liver"] and spec.hu_window == [-125.0, 275.0]
+    assert spec.class_names == ["background", "spleen", "liver"]
+    assert spec.intensity == {"kind": "window", "window": [-125.0, 275.0]}
     cases = {item["case"] for split in spec.splits.values() for item in split}
     assert cases == {f"Phantom_{i:04d}" for i in range(1, 7)}
     regions = _nnunet_v2(phantom_dir, tmp_path / "regions", {"background": 0, "organ": [1, 2], "spleen": 1})
@@ -100,7 +136,7 @@ def test_nnunet_v2_layout_converts_and_refuses_regions(phantom_dir, tmp_path, ca
 def test_a_datalist_must_name_its_classes_and_intensity(synapse_dataset):
     """Never Synapse's class names or abdominal window by default: a hand-written datalist says both."""
     listed = json.loads((synapse_dataset / "datalist.json").read_text())
-    for missing, says in (("labels", "must name its classes"), ("hu_window", "must say how intensities are scaled")):
+    for missing, says in (("labels", "must name its classes"), ("intensity", "must say how intensities are scaled")):
         datalist = {k: v for k, v in listed.items() if k != missing}
         path = synapse_dataset / f"without_{missing}.json"  # beside the files its relative paths name
         path.write_text(json.dumps(datalist))

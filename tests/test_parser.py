@@ -156,10 +156,12 @@ def test_checkpoints_of_version_0_1_still_load(tmp_path):
              for k, v in parser.trainable_state_dict().items()}
     old_config = {k: v for k, v in parser.config.items() if k not in ("weights", "method_options", "pixel_norm")}
     old_config |= {"checkpoint": None, **parser.config["method_options"], "pixel_norm": parser.config["pixel_norm"]}
-    old = {"format": CHECKPOINT_FORMAT, "config": old_config, "state": state, "backbone_sha256": parser.backbone_sha256}
+    old = {"format": CHECKPOINT_FORMAT, "config": old_config, "state": state, "backbone_sha256": parser.backbone_sha256,
+           "hu_window": [-125.0, 275.0]}
     torch.save(old, tmp_path / "old.pt")
     torch.manual_seed(0)  # the same random vit_tiny weights as _pair's
-    loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    loaded, checkpoint = load_checkpoint(tmp_path / "old.pt")
+    assert checkpoint["intensity"] == {"kind": "window", "window": [-125.0, 275.0]} and checkpoint["axcodes"] == "RAS"
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(image), parser.eval()(image))

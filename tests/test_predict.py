@@ -72,10 +72,10 @@ def threshold_predictor() -> VolumePredictor:
                            checkpoint_info={"sha256": "threshold"})
 
 
-def _save_checkpoint(path: Path, num_classes: int = 9, class_names=SYNAPSE_CLASS_NAMES, hu_window=HU_WINDOW,
+def _save_checkpoint(path: Path, num_classes: int = 9, class_names=SYNAPSE_CLASS_NAMES, intensity=HU_WINDOW,
                      **fields) -> Path:
     network = build_network("decoder_only", backbone="vit_tiny", num_classes=num_classes, image_size=32)
-    torch.save(TrainableCheckpoint(network, class_names, hu_window, **fields).state_dict(), path)
+    torch.save(TrainableCheckpoint(network, class_names, intensity, **fields).state_dict(), path)
     return path
 
 
@@ -110,13 +110,17 @@ def test_labels_lie_on_the_scan_voxel_for_voxel(axes, tmp_path):
     np.testing.assert_array_equal(np.asarray(label.dataobj), (volume > 50).astype(np.uint8))
 
 
-def test_network_sees_the_slices_it_was_trained_on(tmp_path):
-    """The predictor's RAS image equals what the training/evaluation transforms make of the same file."""
-    write_nifti(tmp_path / "scan.nii.gz", _volume(1), AFFINES["oblique"])
-    predictor = VolumePredictor(ThresholdNet(), ["background", "bright"], list(HU_WINDOW), device="cpu")
+@pytest.mark.parametrize("intensity", [list(HU_WINDOW), {"kind": "percentiles", "percentiles": [1.0, 99.0]}])
+def test_network_sees_the_slices_it_was_trained_on(tmp_path, intensity):
+    """The predictor's RAS image equals what the training/evaluation transforms make of the same file,
+    for a CT window and for MR's per-volume percentiles."""
+    mr_like = isinstance(intensity, dict)  # MR-like signal: no HU, an arbitrary offset and scale
+    write_nifti(tmp_path / "scan.nii.gz", _volume(1) * 3.0 + 700.0 if mr_like else _volume(1), AFFINES["oblique"])
+    predictor = VolumePredictor(ThresholdNet(), ["background", "bright"], intensity, device="cpu")
     prediction = predictor(read_scan(find_scans(tmp_path / "scan.nii.gz")[0]))
-    expected = volume_transforms(HU_WINDOW, with_label=False)({"image": str(tmp_path / "scan.nii.gz")})["image"][0]
+    expected = volume_transforms(intensity, with_label=False)({"image": str(tmp_path / "scan.nii.gz")})["image"][0]
     torch.testing.assert_close(prediction.ras_image, torch.as_tensor(expected).float())
+    assert 0.0 <= float(prediction.ras_image.min()) < float(prediction.ras_image.max()) <= 1.0
 
 
 def test_storage_order_does_not_change_the_prediction(checkpoint, tmp_path):
@@ -291,7 +295,7 @@ def test_checkpoints_that_cannot_predict_volumes_are_refused(tmp_path, capsys):
     names_mismatch = _checkpoint_with(tmp_path / "names.pt", num_classes=3)
     _refused(capsys, "--checkpoint", str(names_mismatch), *args, names=names_mismatch,
              says="names 9 classes for a network with 3")
-    image_model = _checkpoint_with(tmp_path / "2d.pt", hu_window=None)
+    image_model = _checkpoint_with(tmp_path / "2d.pt", intensity=None)
     _refused(capsys, "--checkpoint", str(image_model), *args, names=image_model, says="trained on 2D images")
     box_model = _checkpoint_with(tmp_path / "box.pt", prompt="box")
     _refused(capsys, "--checkpoint", str(box_model), *args, names=box_model, says="box prompts")

@@ -26,7 +26,7 @@ import torch
 from monai.transforms import Compose
 
 from medsam_ft.io import InputError
-from medsam_ft.transforms import slice_transforms, volume_transforms
+from medsam_ft.transforms import HU_WINDOW, intensity_spec, slice_transforms, volume_transforms
 
 from .datalist import SPLITS, read_datalist
 from .folder2d import LoadImage2Dd, MaskFormat
@@ -46,7 +46,7 @@ class DatasetSpec:
     root: Path
     layout: str  # "nifti", "transunet" or "folder2d"
     class_names: list[str]
-    hu_window: list[float] | None
+    intensity: dict[str, Any] | None  # volumes: how voxel values become [0, 1] (transforms.intensity_spec)
     label_map: dict[int, int] | None
     allowed_label_ids: list[int] | None
     splits: dict[str, list[dict[str, Any]]]
@@ -58,12 +58,13 @@ class DatasetSpec:
             return LoadImage2Dd(self.mask_format if with_label else None)
         if self.layout == "transunet":
             return LoadTransUNetd()
-        return volume_transforms(self.hu_window, self.label_map, self.allowed_label_ids, with_label=with_label,
+        return volume_transforms(self.intensity, self.label_map, self.allowed_label_ids, with_label=with_label,
                                  axcodes=self.axcodes)
 
 
 def read_dataset_spec(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | None = None,
-                      val_cases: int = 2, seed: int = 0, axcodes: str | None = None) -> DatasetSpec:
+                      val_cases: int = 2, seed: int = 0, axcodes: str | None = None,
+                      intensity: Mapping[str, Any] | None = None) -> DatasetSpec:
     """Read what a data set folder holds (a datalist's folder, or the TransUNet layout); every listed file is checked.
 
     Args:
@@ -75,6 +76,8 @@ def read_dataset_spec(dataset_dir: str | os.PathLike, datalist: str | os.PathLik
         axcodes: the orientation volumes are sliced in (a checkpoint's, to evaluate it as it was
             trained). NIfTI datalists are reoriented to it (default RAS); the TransUNet layout's
             arrays have the orientation they were written in (:func:`transunet_axcodes`).
+        intensity: the intensity handling volumes are read with (a checkpoint's, to evaluate it as it
+            was trained; default: the datalist's own).
 
     Returns:
         The :class:`DatasetSpec` (layout, class names, HU window, splits...); datasets come from
@@ -108,15 +111,21 @@ def read_dataset_spec(dataset_dir: str | os.PathLike, datalist: str | os.PathLik
                                                 "remake it with `python -m data_prep.folder2d`") from None
             return DatasetSpec(root, "folder2d", class_names, None, None, None, splits, mask_format)
         axcodes = axcodes or "RAS"
-        if "hu_window" not in listed:
-            raise InputError(datalist_path, "must say how intensities are scaled: \"hu_window\": [low, high] (CT HU "
-                                            "mapped to [0, 1]); the data_prep converters write it")
+        stored = listed.get("intensity", listed.get("hu_window"))  # "hu_window": datalists of medsam_ft 0.1
+        if stored is None:
+            raise InputError(datalist_path, "must say how intensities are scaled: \"intensity\": {\"kind\": \"window\", "
+                                            "\"window\": [low, high]} (CT) or {\"kind\": \"percentiles\", \"percentiles\": "
+                                            "[0.5, 99.5]} (MR); the data_prep converters write it")
+        try:
+            intensity = intensity_spec(intensity if intensity is not None else stored)
+        except (TypeError, ValueError) as err:
+            raise InputError(datalist_path, f"has an invalid intensity: {err}") from None
         for items in splits.values():
             for item in items:
                 check_pair(Path(item["image"]), Path(item["label"]))
         label_map = listed.get("label_map")
         return DatasetSpec(
-            root, "nifti", class_names, [float(v) for v in listed["hu_window"]],
+            root, "nifti", class_names, intensity,
             {int(k): int(v) for k, v in label_map.items()} if label_map else None,
             listed.get("allowed_label_ids"), splits, axcodes=axcodes,
         )
@@ -152,7 +161,7 @@ def _open_transunet(root: Path, val_cases: int, seed: int) -> DatasetSpec:
     val_ids = sorted(np.random.default_rng(seed).choice(cases, size=min(val_cases, len(cases) - 1), replace=False).tolist())
     validation = [{"slices": sorted(slices[c], key=lambda s: s["slice"]), "case": c} for c in val_ids]
     training = [s for c in cases if c not in val_ids for s in slices[c]]
-    return DatasetSpec(root, "transunet", list(SYNAPSE_CLASS_NAMES), [-125.0, 275.0], None, None,
+    return DatasetSpec(root, "transunet", list(SYNAPSE_CLASS_NAMES), intensity_spec(HU_WINDOW), None, None,
                        {"training": training, "validation": validation, "test": test}, axcodes=transunet_axcodes(root))
 
 

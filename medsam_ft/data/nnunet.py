@@ -8,8 +8,8 @@
 
 The labelled cases are split into training, validation (``val_cases``) and test (``test_fraction``)
 with ``seed``; the unlabelled test images are not listed (predict them with ``medsam-ft predict``).
-Every pair is checked (NIfTI, 3D, same shape); the datalist records the class names and the HU window,
-as :func:`~medsam_ft.data.make_datalist` does for Synapse.
+Every pair is checked (NIfTI, 3D, same shape); the datalist records the class names and the intensity
+handling: CT a HU window, any other single channel (MR...) each volume's percentile range.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 
 from medsam_ft.io import InputError
-from medsam_ft.transforms import HU_WINDOW
+from medsam_ft.transforms import HU_WINDOW, PERCENTILES, intensity_spec
 
 from .synapse import check_pair
 
@@ -42,17 +42,32 @@ def _read_dataset_json(root: Path) -> dict[str, Any]:
     return meta
 
 
-def _single_ct_channel(channels: Mapping[str, Any], path: Path) -> None:
-    """medsam_ft trains on one grey channel of CT (SAM's 3-channel input repeats it)."""
-    if not channels:
-        raise InputError(path, "names no image channel ('modality' / 'channel_names'): the volumes' kind (CT) "
-                               "decides their intensity handling")
+def channel_intensity(channels: Mapping[str, Any], path: Path, hu_window: Sequence[float],
+                      percentiles: Sequence[float]) -> dict[str, Any]:
+    """The intensity handling of a single-channel data set, from its channel's name.
+
+    Args:
+        channels: ``modality`` (v1) / ``channel_names`` (v2): channel -> name.
+        path: the ``dataset.json``, for errors.
+        hu_window: CT's window.
+        percentiles: any other scanner's per-volume percentile range (MR has no fixed scale).
+
+    Returns:
+        A window for CT, percentiles otherwise (see :func:`~medsam_ft.transforms.intensity_spec`).
+
+    Raises:
+        InputError: no channel named, or several (medsam_ft trains on one grey channel).
+    """
     names = [str(v) for v in channels.values()]
+    if not names:
+        raise InputError(path, "names no image channel ('modality' / 'channel_names'): the kind of scan (CT, MR) "
+                               "decides the intensity handling")
     if len(names) != 1:
         raise InputError(path, f"describes {len(names)} image channels {names}: medsam_ft trains on single-channel "
                                "volumes; convert one channel per case first")
-    if names[0].upper() != "CT":
-        raise InputError(path, f"describes {names[0]!r} images: only CT (a HU window) is supported so far")
+    if names[0].upper() == "CT":
+        return intensity_spec({"kind": "window", "window": list(hu_window)})
+    return intensity_spec({"kind": "percentiles", "percentiles": list(percentiles)})
 
 
 def split_labelled_cases(names: Sequence[str], val_cases: int, test_fraction: float, seed: int,
@@ -82,7 +97,7 @@ def split_labelled_cases(names: Sequence[str], val_cases: int, test_fraction: fl
 
 
 def _datalist(name: str, classes: Mapping[int, str], pairs: Mapping[str, tuple[Path, Path]], root: Path,
-              val_cases: int, test_fraction: float, seed: int, hu_window: Sequence[float]) -> dict[str, Any]:
+              val_cases: int, test_fraction: float, seed: int, intensity: dict[str, Any]) -> dict[str, Any]:
     ids = sorted(classes)
     if not ids or ids[0] != 0:
         raise InputError(root / "dataset.json", f"label ids {ids} do not start with 0 (background)")
@@ -95,7 +110,7 @@ def _datalist(name: str, classes: Mapping[int, str], pairs: Mapping[str, tuple[P
         "labels": {str(i): classes[c] for i, c in enumerate(ids)},
         "label_map": {str(c): i for i, c in enumerate(ids)},
         "allowed_label_ids": ids,
-        "hu_window": [float(v) for v in hu_window],
+        "intensity": intensity,
         **{s: [{"image": os.path.relpath(pairs[c][0], root), "label": os.path.relpath(pairs[c][1], root), "case": c}
                for c in cases] for s, cases in split.items()},
     }
@@ -106,7 +121,8 @@ def _case_name(path: Path) -> str:
 
 
 def decathlon_datalist(root: str | os.PathLike, val_cases: int = 2, test_fraction: float = 0.2, seed: int = 0,
-                       hu_window: Sequence[float] = HU_WINDOW) -> dict[str, Any]:
+                       hu_window: Sequence[float] = HU_WINDOW,
+                       percentiles: Sequence[float] = PERCENTILES) -> dict[str, Any]:
     """The datalist of a Medical Segmentation Decathlon / nnU-Net v1 data set.
 
     Args:
@@ -114,17 +130,18 @@ def decathlon_datalist(root: str | os.PathLike, val_cases: int = 2, test_fractio
         val_cases: labelled cases held out for validation.
         test_fraction: share of the labelled cases held out for testing.
         seed: draws both.
-        hu_window: the CT window of the data set.
+        hu_window: the CT window of the data set (CT).
+        percentiles: each volume's percentile range scaled to [0, 1] (MR and other scanners).
 
     Returns:
         The datalist (paths relative to ``root``), as :func:`~medsam_ft.data.write_datalist` writes it.
 
     Raises:
-        InputError: no or invalid ``dataset.json``, not single-channel CT, a listed file missing or a bad pair.
+        InputError: no or invalid ``dataset.json``, not single-channel, a listed file missing or a bad pair.
     """
     root = Path(root)
     meta = _read_dataset_json(root)
-    _single_ct_channel(meta.get("modality", {}), root / "dataset.json")
+    intensity = channel_intensity(meta.get("modality", {}), root / "dataset.json", hu_window, percentiles)
     try:
         classes = {int(k): str(v) for k, v in meta["labels"].items()}
     except ValueError:
@@ -135,11 +152,12 @@ def decathlon_datalist(root: str | os.PathLike, val_cases: int = 2, test_fractio
     except (KeyError, ValueError) as err:
         raise InputError(root / "dataset.json", f"has no usable 'training' list ({err})") from None
     pairs = {_case_name(Path(item["image"])): (Path(item["image"]), Path(item["label"])) for item in items}
-    return _datalist(str(meta.get("name", root.name)), classes, pairs, root, val_cases, test_fraction, seed, hu_window)
+    return _datalist(str(meta.get("name", root.name)), classes, pairs, root, val_cases, test_fraction, seed, intensity)
 
 
 def nnunet_v2_datalist(root: str | os.PathLike, val_cases: int = 2, test_fraction: float = 0.2, seed: int = 0,
-                       hu_window: Sequence[float] = HU_WINDOW) -> dict[str, Any]:
+                       hu_window: Sequence[float] = HU_WINDOW,
+                       percentiles: Sequence[float] = PERCENTILES) -> dict[str, Any]:
     """The datalist of an nnU-Net v2 raw data set (``DatasetXXX_Name``).
 
     Args:
@@ -147,19 +165,20 @@ def nnunet_v2_datalist(root: str | os.PathLike, val_cases: int = 2, test_fractio
         val_cases: labelled cases held out for validation.
         test_fraction: share of the labelled cases held out for testing.
         seed: draws both.
-        hu_window: the CT window of the data set.
+        hu_window: the CT window of the data set (CT).
+        percentiles: each volume's percentile range scaled to [0, 1] (MR and other scanners).
 
     Returns:
         The datalist (paths relative to ``root``).
 
     Raises:
-        InputError: no or invalid ``dataset.json``, region-based labels, not single-channel CT, a label
+        InputError: no or invalid ``dataset.json``, region-based labels, not single-channel, a label
             without its image, or a bad pair.
     """
     root = Path(root)
     meta = _read_dataset_json(root)
     path = root / "dataset.json"
-    _single_ct_channel(meta.get("channel_names", {}), path)
+    intensity = channel_intensity(meta.get("channel_names", {}), path, hu_window, percentiles)
     regions = [name for name, value in meta["labels"].items() if not isinstance(value, int)]
     if regions:
         raise InputError(path, f"has region-based labels {regions} (lists of ids): give each class one id")
@@ -175,5 +194,5 @@ def nnunet_v2_datalist(root: str | os.PathLike, val_cases: int = 2, test_fractio
         if not image.is_file():
             raise InputError(label, f"has no image {image.name} in imagesTr")
         pairs[case] = (image, label)
-    return _datalist(str(meta.get("name", root.name)), classes, pairs, root, val_cases, test_fraction, seed, hu_window)
+    return _datalist(str(meta.get("name", root.name)), classes, pairs, root, val_cases, test_fraction, seed, intensity)
 

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from medsam_ft.io import InputError
-from medsam_ft.transforms import HU_WINDOW
+from medsam_ft.transforms import HU_WINDOW, intensity_spec
 
 # Raw Synapse ids of the 8 organs that TransUNet / SAMed evaluate, in their class order 1-8.
 SYNAPSE_ORGANS: dict[int, str] = {
@@ -134,7 +134,7 @@ def make_datalist(
         "labels": {str(i): name for i, name in enumerate(SYNAPSE_CLASS_NAMES)},
         "label_map": {str(raw): new for raw, new in SYNAPSE_LABEL_MAP.items()},
         "allowed_label_ids": list(SYNAPSE_RAW_IDS),
-        "hu_window": list(HU_WINDOW),
+        "intensity": intensity_spec(HU_WINDOW),
         "training": entries(train_ids),
         "validation": entries(val_ids),
         "test": entries(test_ids),
