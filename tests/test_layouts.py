@@ -10,6 +10,7 @@ import torch
 
 from data_prep.decathlon import main as decathlon_main
 from data_prep.nnunet import main as nnunet_main
+from data_prep.totalsegmentator import main as totalsegmentator_main
 from medsam_ft.cli import main
 from medsam_ft.data import read_dataset_spec
 from medsam_ft.io import InputError
@@ -145,3 +146,38 @@ def test_a_datalist_must_name_its_classes_and_intensity(synapse_dataset):
                 read_dataset_spec(synapse_dataset, datalist=path)
         finally:
             path.unlink()
+
+
+def _totalsegmentator(phantom_dir: Path, root: Path) -> Path:
+    rows = ["image_id;age;split"]
+    for n, image in enumerate(sorted((phantom_dir / "img").glob("img*.nii.gz"))[:4]):
+        subject = root / f"s{n:04d}"
+        (subject / "segmentations").mkdir(parents=True)
+        (subject / "ct.nii.gz").symlink_to(image)
+        raw = nib.load(phantom_dir / "label" / image.name.replace("img", "label"))
+        data = np.asarray(raw.dataobj)
+        for structure, raw_id in (("spleen", 1), ("liver", 6), ("aorta", 8)):
+            nib.save(nib.Nifti1Image((data == raw_id).astype(np.uint8), raw.affine),
+                     subject / "segmentations" / f"{structure}.nii.gz")
+        rows.append(f"{subject.name};60;{['train', 'train', 'val', 'test'][n]}")
+    (root / "meta.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_totalsegmentator_structures_merge_into_one_label_map(phantom_dir, tmp_path, capsys):
+    root = _totalsegmentator(phantom_dir, tmp_path / "Totalsegmentator_dataset")
+    out = tmp_path / "converted" / "datalist.json"
+    totalsegmentator_main(["--root", str(root), "--out", str(out), "--structures", "liver,spleen"])
+    spec = read_dataset_spec(out.parent)
+    assert spec.class_names == ["background", "liver", "spleen"]
+    assert [len(spec.splits[s]) for s in ("training", "validation", "test")] == [2, 1, 1]  # meta.csv's split
+    item = spec.splits["validation"][0]
+    merged = np.asarray(nib.load(item["label"]).dataobj)
+    raw = np.asarray(nib.load(phantom_dir / "label" / "label0003.nii.gz").dataobj)  # s0002 = the third case
+    np.testing.assert_array_equal(merged, np.select([raw == 6, raw == 1], [1, 2], 0))
+    liver = root / "s0001" / "segmentations" / "liver.nii.gz"
+    spleen = nib.load(root / "s0001" / "segmentations" / "spleen.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(nib.load(liver).dataobj) | np.asarray(spleen.dataobj), spleen.affine), liver)
+    with pytest.raises(SystemExit):
+        totalsegmentator_main(["--root", str(root), "--out", str(out), "--structures", "liver,spleen"])
+    assert "spleen.nii.gz: overlaps 'liver' in" in capsys.readouterr().err  # liver (class 1) came first
