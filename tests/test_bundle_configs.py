@@ -1,10 +1,13 @@
 """What the bundle configs compute, checked without training: the validation key metric."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from monai.bundle import ConfigParser
+
+import medsam_ft
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 VOLUME_BUNDLES = ["samed_synapse", "gsam_synapse", "cad_synapse", "parser_synapse"]
@@ -153,3 +156,16 @@ def test_bundles_refuse_a_vit_backbone_without_weights(synapse_dataset, tmp_path
         _parser("samed_synapse", **overrides).get_parsed_content("initialize")
     assert "--backbone vit_tiny needs its SAM weights" in str(refused.value.__cause__)
     _parser("samed_synapse", random_init=True, **overrides).get_parsed_content("initialize")
+
+
+@pytest.mark.parametrize("bundle", list(VOLUME_KINDS))
+def test_metadata_states_this_version_and_numbers_only(bundle):
+    """metadata.json (what MONAI's tools read): this medsam-ft's version, numeric eval_metrics (or none),
+    and an output of class scores with one channel per class the bundle's docs name."""
+    meta = json.loads((BUNDLES / bundle / "metadata.json").read_text())
+    assert meta["required_packages_version"]["medsam-ft"] == medsam_ft.__version__ == meta["version"]
+    assert all(isinstance(v, (int, float)) for v in meta["eval_metrics"].values())
+    output = next(iter(meta["network_data_format"]["outputs"].values()))
+    assert "logits" in output["description"]
+    if isinstance(output["num_channels"], int):  # 2D bundles: C comes from the data set
+        assert len(output["channel_def"]) == output["num_channels"]
