@@ -161,12 +161,7 @@ def nnunet_v2_datalist(root: str | os.PathLike, val_cases: int = 2, test_fractio
     """The datalist of an nnU-Net v2 raw data set (``DatasetXXX_Name``).
 
     Args:
-        root: the folder holding ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
-        val_cases: labelled cases held out for validation.
-        test_fraction: share of the labelled cases held out for testing.
-        seed: draws both.
-        hu_window: the CT window of the data set (CT).
-        percentiles: each volume's percentile range scaled to [0, 1] (MR and other scanners).
+        root, val_cases, test_fraction, seed, hu_window, percentiles: as :func:`decathlon_datalist`.
 
     Returns:
         The datalist (paths relative to ``root``).
