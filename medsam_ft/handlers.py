@@ -7,7 +7,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from ignite.handlers import ProgressBar
 from ignite.metrics import Metric
 from monai.data.utils import affine_to_spacing
 
+from medsam_ft.distributed import is_distributed, is_main_process, world_size
 from medsam_ft.io import InputError, atomic_path, volume_stem
 from medsam_ft.metrics import PROTOCOLS, case_metrics, class_ids, class_scores, confusion_matrix
 from medsam_ft.reports import case_name, format_table, write_csv
@@ -28,11 +29,13 @@ logger = logging.getLogger(__name__)
 
 
 class EpochMetricsHandler:
-    """Base of the metric-report handlers: collect per iteration, report when the epoch completes.
+    """Base of the metric-report handlers: measure each item, report when the epoch completes.
 
-    Subclasses implement ``reset()`` (empty the collected results), ``update(engine)`` (read
-    ``engine.state.output``) and ``complete(engine)`` (log, write CSVs under ``output_dir``, set
-    ``engine.state.metrics``).
+    ``collected`` maps an item's name (case, image) to its measurements; subclasses implement
+    ``measure(engine)`` (yield ``(name, measurements)`` for ``engine.state.output``) and
+    ``report(engine, collected)`` (log, write CSVs under ``output_dir``, set ``engine.state.metrics``).
+    Under DDP each rank measures its share; at the end the ranks' results are gathered (an item
+    measured by two ranks, as uneven sharding repeats some, counts once) and rank 0 reports.
 
     Args:
         class_names: C names, background first.
@@ -45,7 +48,7 @@ class EpochMetricsHandler:
         self.class_names = list(class_names)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.ignore_index = ignore_index
-        self.reset()
+        self.collected: dict[str, Any] = {}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.reset())
@@ -53,12 +56,24 @@ class EpochMetricsHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.complete)
 
     def reset(self) -> None:
-        raise NotImplementedError
+        self.collected = {}
 
     def update(self, engine: Engine) -> None:
-        raise NotImplementedError
+        self.collected.update(list(self.measure(engine)))  # names count what was collected before this batch
 
     def complete(self, engine: Engine) -> None:
+        collected = self.collected
+        if is_distributed():
+            parts: list[dict[str, Any]] = [{} for _ in range(world_size())]
+            torch.distributed.all_gather_object(parts, collected)
+            collected = {name: value for part in parts for name, value in part.items()}
+        if collected and is_main_process():
+            self.report(engine, dict(sorted(collected.items())))  # rows by name, however the items were sharded
+
+    def measure(self, engine: Engine) -> Iterable[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def report(self, engine: Engine, collected: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
 
@@ -70,6 +85,7 @@ class VolumeMetricsHandler(EpochMetricsHandler):
     At the end it writes ``{output_dir}/metrics_{protocol}.csv`` (rows: cases, then the mean; columns:
     ``{organ}_dice``, ``{organ}_hd95``), logs the tables, and sets
     ``engine.state.metrics["mean_dice_{protocol}"]`` and ``["mean_hd95_{protocol}"]``.
+    ``collected[case][protocol]``: ``[(dice, hd95)]`` per organ.
 
     Args:
         class_names: C names, background first.
@@ -79,28 +95,25 @@ class VolumeMetricsHandler(EpochMetricsHandler):
 
     def __init__(self, class_names: Sequence[str], output_dir: str | os.PathLike | None = None,
                  protocols: Sequence[str] = PROTOCOLS):
+        super().__init__(class_names, output_dir)
         self.organs = list(class_names)[1:]
         self.protocols = list(protocols)
-        super().__init__(class_names, output_dir)
 
-    def reset(self) -> None:
-        self.results: dict[str, dict[str, list[tuple[float, float]]]] = {p: {} for p in self.protocols}
-
-    def update(self, engine: Engine) -> None:
+    def measure(self, engine: Engine) -> Iterable[tuple[str, Any]]:
         for item in engine.state.output:
             pred, label = item["pred"], item["label"]
             meta = getattr(label, "meta", {})
             # Spacing of the array as it is now (after reorientation): from its affine, not the header's pixdim.
             affine = getattr(label, "affine", None)
             spacing = affine_to_spacing(affine, r=3).tolist() if affine is not None else [1.0, 1.0, 1.0]
-            name = case_name(item, meta, len(self.results[self.protocols[0]]))
+            name = case_name(item, meta, len(self.collected))
             p, t = class_ids(pred), class_ids(label)
-            for protocol in self.protocols:
-                self.results[protocol][name] = case_metrics(p, t, spacing, len(self.organs) + 1, protocol)
+            yield name, {protocol: case_metrics(p, t, spacing, len(self.organs) + 1, protocol)
+                         for protocol in self.protocols}
 
-    def summary(self, protocol: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    @staticmethod
+    def summary(cases: Mapping[str, list[tuple[float, float]]]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
         """Per-case Dice and HD95 rows (organ order), each plus a ``mean`` row over cases (NaN skipped)."""
-        cases = self.results[protocol]
         dice_rows = {n: [m[0] for m in v] for n, v in cases.items()}
         hd_rows = {n: [m[1] for m in v] for n, v in cases.items()}
         for rows in (dice_rows, hd_rows):
@@ -108,11 +121,9 @@ class VolumeMetricsHandler(EpochMetricsHandler):
                 rows["mean"] = np.nanmean(np.asarray(list(rows.values()), dtype=float), axis=0).tolist()
         return dice_rows, hd_rows
 
-    def complete(self, engine: Engine) -> None:
+    def report(self, engine: Engine, collected: Mapping[str, Any]) -> None:
         for protocol in self.protocols:
-            dice_rows, hd_rows = self.summary(protocol)
-            if not dice_rows:
-                continue
+            dice_rows, hd_rows = self.summary({name: case[protocol] for name, case in collected.items()})
             mean_dice, mean_hd = float(np.nanmean(dice_rows["mean"])), float(np.nanmean(hd_rows["mean"]))
             engine.state.metrics[f"mean_dice_{protocol}"] = mean_dice
             engine.state.metrics[f"mean_hd95_{protocol}"] = mean_hd
@@ -128,7 +139,6 @@ class VolumeMetricsHandler(EpochMetricsHandler):
         rows = [[name] + dice_rows[name] + hd_rows[name] + [float(np.nanmean(dice_rows[name])), float(np.nanmean(hd_rows[name]))]
                 for name in dice_rows]
         write_csv(path, header, rows)
-
 
 
 class ConfusionMatrixMeanIoU(Metric):
@@ -172,30 +182,26 @@ class ImageMetricsHandler(EpochMetricsHandler):
     ``{output_dir}/metrics_classes.csv`` (per class: data-set IoU, F1, precision, recall, mean
     image Dice and IoU; then the mean row) and ``metrics_images.csv`` (per image and foreground
     class: Dice and IoU), and sets ``engine.state.metrics`` ``miou``, ``miou_foreground``,
-    ``mean_f1``, ``mean_image_dice``, ``mean_image_iou``.
+    ``mean_f1``, ``mean_image_dice``, ``mean_image_iou``. ``collected[image]``: its confusion matrix.
 
     Args:
         class_names, output_dir, ignore_index: see :class:`EpochMetricsHandler`.
     """
 
-    def reset(self) -> None:
-        num_classes = len(self.class_names)
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-        self.images: dict[str, dict[str, np.ndarray]] = {}
-
-    def update(self, engine: Engine) -> None:
+    def measure(self, engine: Engine) -> Iterable[tuple[str, Any]]:
         for item in engine.state.output:
             label = item["label"]
-            name = volume_stem(getattr(label, "meta", {}).get("filename_or_obj", f"image{len(self.images)}"))
-            matrix = confusion_matrix(class_ids(item["pred"]), class_ids(label), len(self.class_names), self.ignore_index)
-            self.matrix += matrix
-            self.images[name] = class_scores(matrix)
+            name = volume_stem(getattr(label, "meta", {}).get("filename_or_obj", f"image{len(self.collected)}"))
+            yield name, confusion_matrix(class_ids(item["pred"]), class_ids(label), len(self.class_names),
+                                         self.ignore_index)
 
-    def summary(self) -> dict[str, float]:
-        """The data-set numbers of the module docstring (NaN when there is nothing to average)."""
-        scores = class_scores(self.matrix)
-        image_dice = [np.nanmean(s["f1"][1:]) for s in self.images.values() if not np.isnan(s["f1"][1:]).all()]
-        image_iou = [np.nanmean(s["iou"][1:]) for s in self.images.values() if not np.isnan(s["iou"][1:]).all()]
+    @staticmethod
+    def summary(matrix: np.ndarray, images: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, float]:
+        """The data-set numbers (NaN when there is nothing to average) from the summed confusion matrix
+        and each image's class scores."""
+        scores = class_scores(matrix)
+        image_dice = [np.nanmean(s["f1"][1:]) for s in images.values() if not np.isnan(s["f1"][1:]).all()]
+        image_iou = [np.nanmean(s["iou"][1:]) for s in images.values() if not np.isnan(s["iou"][1:]).all()]
         return {
             "miou": float(np.nanmean(scores["iou"])),
             "miou_foreground": float(np.nanmean(scores["iou"][1:])),
@@ -204,13 +210,13 @@ class ImageMetricsHandler(EpochMetricsHandler):
             "mean_image_iou": float(np.mean(image_iou)) if image_iou else math.nan,
         }
 
-    def complete(self, engine: Engine) -> None:
-        if not self.images:
-            return
-        summary = self.summary()
+    def report(self, engine: Engine, collected: Mapping[str, Any]) -> None:
+        matrix = sum(collected.values())
+        images = {name: class_scores(m) for name, m in collected.items()}
+        summary = self.summary(matrix, images)
         engine.state.metrics.update(summary)
-        scores = class_scores(self.matrix)
-        per_image = {key: np.asarray([s[key] for s in self.images.values()]) for key in ("f1", "iou")}
+        scores = class_scores(matrix)
+        per_image = {key: np.asarray([s[key] for s in images.values()]) for key in ("f1", "iou")}
         with warnings.catch_warnings():  # a class absent from every image: NaN, as documented
             warnings.simplefilter("ignore", RuntimeWarning)
             image_dice, image_iou = np.nanmean(per_image["f1"], axis=0), np.nanmean(per_image["iou"], axis=0)
@@ -218,8 +224,8 @@ class ImageMetricsHandler(EpochMetricsHandler):
         rows = [[name, *(float(v) for v in (scores["iou"][c], scores["f1"][c], scores["precision"][c],
                                              scores["recall"][c], image_dice[c], image_iou[c]))]
                 for c, name in enumerate(self.class_names)]
-        skipped = sum(np.isnan(s["f1"][1:]).all() for s in self.images.values())
-        table = format_table({r[0]: r[1:] for r in rows}, columns, f"{len(self.images)} images ({skipped} without "
+        skipped = sum(np.isnan(s["f1"][1:]).all() for s in images.values())
+        table = format_table({r[0]: r[1:] for r in rows}, columns, f"{len(images)} images ({skipped} without "
                              "foreground in truth or prediction)", first="class", row_means=False)
         logger.info("\n%s\n%s", table, "  ".join(f"{k} {v:.4f}" for k, v in summary.items()))
         if self.output_dir is not None:
@@ -230,8 +236,7 @@ class ImageMetricsHandler(EpochMetricsHandler):
             write_csv(self.output_dir / "metrics_images.csv",
                       ["image", *(f"{c}_dice" for c in foreground), *(f"{c}_iou" for c in foreground)],
                       [[name, *(float(v) for v in s["f1"][1:]), *(float(v) for v in s["iou"][1:])]
-                       for name, s in self.images.items()])
-
+                       for name, s in images.items()])
 
 
 class BoxDiceHandler(EpochMetricsHandler):
@@ -240,25 +245,23 @@ class BoxDiceHandler(EpochMetricsHandler):
     Reads ``pred`` ([2, H, W] scores or [1, H, W] ids) and ``label`` [1, H, W] (1 inside) from
     ``engine.state.output`` and the class id from ``engine.state.batch`` ``organ``. Logs the table,
     writes ``{output_dir}/metrics_boxes.csv`` (class, boxes, mean Dice; then the mean over classes),
-    sets ``engine.state.metrics["mean_box_dice"]``.
+    sets ``engine.state.metrics["mean_box_dice"]``. ``collected["rank:n"]``: ``(class id, dice)``.
 
     Args:
         class_names, output_dir, ignore_index: see :class:`EpochMetricsHandler` (the boxes' object
             classes are 1..C-1).
     """
 
-    def reset(self) -> None:
-        self.scores: dict[int, list[float]] = {}
-
-    def update(self, engine: Engine) -> None:
-        for item, sample in zip(engine.state.output, engine.state.batch):
+    def measure(self, engine: Engine) -> Iterable[tuple[str, Any]]:
+        for n, (item, sample) in enumerate(zip(engine.state.output, engine.state.batch)):
             matrix = confusion_matrix(class_ids(item["pred"]), class_ids(item["label"]), 2, self.ignore_index)
-            self.scores.setdefault(int(sample["organ"]), []).append(float(class_scores(matrix)["f1"][1]))
+            yield f"{idist.get_rank()}:{len(self.collected) + n}", (int(sample["organ"]), float(class_scores(matrix)["f1"][1]))
 
-    def complete(self, engine: Engine) -> None:
-        rows = [[self.class_names[c], len(v), float(np.nanmean(v))] for c, v in sorted(self.scores.items())]
-        if not rows:
-            return
+    def report(self, engine: Engine, collected: Mapping[str, Any]) -> None:
+        scores: dict[int, list[float]] = {}
+        for organ, dice in collected.values():
+            scores.setdefault(organ, []).append(dice)
+        rows = [[self.class_names[c], len(v), float(np.nanmean(v))] for c, v in sorted(scores.items())]
         mean = float(np.mean([r[2] for r in rows]))
         engine.state.metrics["mean_box_dice"] = mean
         logger.info("\n%s", format_table({r[0]: [float(r[1]), r[2]] for r in rows}, ["boxes", "dice"],

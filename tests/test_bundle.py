@@ -83,6 +83,14 @@ def test_evaluate_writes_both_protocols(trained, synapse_dataset, tmp_path, run_
         assert rows[0].startswith("case,spleen_dice,right_kidney_dice")
         assert [r.split(",")[0] for r in rows[1:]] == ["label0001", "label0002", "label0003", "label0004", "mean"]
     assert "Dice (transunet)" in log and "HD95 in mm (clinical)" in log
+    # the same evaluation as two processes (torchrun, gloo): each predicts its share of the cases, rank 0
+    # reports them all, the same numbers
+    run_bundle(str(BUNDLE / "evaluate.json"), "--dataset_dir", str(synapse_dataset), "--checkpoint",
+               str(out / "best.pt"), "--output_dir", str(tmp_path / "ddp"), "--slice_batch_size", "64",
+               env={"OMP_NUM_THREADS": "1"}, torchrun=True)
+    for protocol in ("clinical", "transunet"):
+        name = f"metrics_{protocol}.csv"
+        assert (tmp_path / "ddp" / name).read_text() == (tmp_path / name).read_text()
 
 
 def test_inference_keeps_patient_geometry(trained, tmp_path, run_bundle):

@@ -135,7 +135,7 @@ def test_volume_metrics_tables_and_csv(tmp_path):
     handler.reset()
     engine.state.output = [{"pred": torch.as_tensor(shifted)[None], "label": permuted}]
     handler.update(engine)
-    (d1, h1), _ = handler.results["clinical"]["case0007"]
+    (d1, h1), _ = handler.collected["case0007"]["clinical"]
     assert h1 == pytest.approx(6.0)
 
 
