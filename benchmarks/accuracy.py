@@ -49,7 +49,7 @@ def train_for_budget(method: str, dataset_dir: Path, output_dir: Path, budget_s:
     bundle = ROOT / "bundles" / BUNDLES[method]
     parser = ConfigParser()
     parser.read_config(str(bundle / "train.json"))
-    parser.update({"dataset_dir": str(dataset_dir), "output_dir": str(output_dir),
+    parser.update({"dataset_dir": str(dataset_dir), "output_dir": str(output_dir), "random_init": True,
                    "max_epochs": 100_000, "val_interval": 100_000, "num_workers": 0, "progress": False, **overrides})
     if method == "decoder_only":
         parser["method"] = "decoder_only"

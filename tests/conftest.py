@@ -3,11 +3,12 @@ runner for the MONAI bundle command line."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,15 @@ from data_prep.synapse import main as synapse_main
 ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _medsam_ft_log_level() -> Iterator[None]:
+    """Tests that call the CLI in-process (it sets the "medsam_ft" logger's level) leave it as they found it."""
+    logger = logging.getLogger("medsam_ft")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")
