@@ -1,8 +1,9 @@
 """Trained networks for other runtimes: TorchScript and ONNX files, each checked against PyTorch.
 
 The exported model is the network as the project runs it: ``float[B, 3, S, S]`` pixels in [0, 1] ->
-logits ``float[B, C, S/s, S/s]`` (normalisation inside), for the B and S it was exported with (tracing
-fixes both: LiteMedSAM's TinyViT reshapes with the batch size as a number), with LoRA and SVD coefficients merged into
+logits ``float[B, C, H/s, W/s]`` (normalisation inside), for the B it was exported with (tracing fixes it:
+LiteMedSAM's TinyViT reshapes with the batch size as a number) and S x S, except ONNX files of networks
+that take any input size (GSAM), whose H and W are any multiples of 16, with LoRA and SVD coefficients merged into
 plain weights where the method allows (:meth:`~medsam_ft.networks.SemanticSAM.merge`). Before the
 file is kept, TorchScript (``torch.jit.load``) or ONNX (``onnxruntime``) must give PyTorch's logits
 on test inputs within :data:`TOLERANCE`; otherwise nothing is written.
@@ -35,7 +36,7 @@ class ExportReport:
 
     path: Path
     format: str
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int | str, ...]
     max_abs_difference: float
 
 
@@ -91,7 +92,9 @@ def export_network(network: SemanticSAM, path: str | os.PathLike, fmt: str, imag
     generator = torch.Generator().manual_seed(0)
     shape = (batch_size, 3, size, size)
     example = torch.rand(shape, generator=generator)
-    checks = [example, torch.rand(shape, generator=generator)]  # an input the export did not see
+    dynamic = fmt == "onnx" and network.any_input_size
+    # an input the export did not see; of another size where the file takes any
+    checks = [example, torch.rand((batch_size, 3, size + 16, size + 32) if dynamic else shape, generator=generator)]
     with torch.no_grad():
         expected = [module(image) for image in checks]
     path = Path(path)
@@ -103,13 +106,15 @@ def export_network(network: SemanticSAM, path: str | os.PathLike, fmt: str, imag
             with torch.no_grad():
                 outputs = [loaded(image).numpy() for image in checks]
         else:
+            sides = {2: 16 * torch.export.Dim("height_16", min=1), 3: 16 * torch.export.Dim("width_16", min=1)}
             torch.onnx.export(module, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                              dynamo=True, verbose=False)
+                              dynamic_shapes={"image": sides} if dynamic else None, dynamo=True, verbose=False)
             outputs = [_run_onnx(tmp, image) for image in checks]
         difference = max(float(np.abs(out - ref.numpy()).max()) for out, ref in zip(outputs, expected))
         if not difference <= TOLERANCE:
             raise ValueError(f"the {fmt} export gives logits up to {difference:.2e} away from PyTorch's "
                              f"(tolerance {TOLERANCE}); nothing written to {path}")
-    logger.info("exported %s (%s, input %s); largest logit difference to PyTorch %.2e", path, fmt, list(shape),
+    input_shape = (batch_size, 3, "16*h", "16*w") if dynamic else shape
+    logger.info("exported %s (%s, input %s); largest logit difference to PyTorch %.2e", path, fmt, list(input_shape),
                 difference)
-    return ExportReport(path, fmt, shape, difference)
+    return ExportReport(path, fmt, input_shape, difference)

@@ -51,3 +51,19 @@ def test_export_that_differs_from_pytorch_writes_nothing(trained, tmp_path, monk
     box = medsam_ft.build_network("decoder_only", backbone="lite_medsam", num_classes=2, image_size=32, prompt="box")
     with pytest.raises(ValueError, match="box-prompted"):
         medsam_ft.export.export_network(box, tmp_path / "box.ts", "torchscript")
+
+
+def test_gsam_onnx_takes_any_image_size(tmp_path):
+    """GSAM takes any H x W: its ONNX file has dynamic height and width (multiples of 16)."""
+    torch.manual_seed(0)
+    network = medsam_ft.build_network("gsam", backbone="lite_medsam", num_classes=2, image_size=32,
+                                      method_options={"cnn": "resnet18"}).eval()
+    report = medsam_ft.export.export_network(network, tmp_path / "gsam.onnx", "onnx")
+    assert report.input_shape == (1, 3, "16*h", "16*w")
+    session = onnxruntime.InferenceSession(str(tmp_path / "gsam.onnx"), providers=["CPUExecutionProvider"])
+    image = torch.rand(1, 3, 48, 80)
+    with torch.no_grad():
+        expected = network(image).numpy()
+    got = session.run(None, {"image": image.numpy()})[0]
+    assert got.shape == expected.shape == (1, 2, 48, 80)
+    np.testing.assert_allclose(got, expected, atol=medsam_ft.export.TOLERANCE)

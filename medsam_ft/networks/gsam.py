@@ -294,6 +294,8 @@ class GSAM(SemanticSAM):
         adapter_scale: the adapter output's scale.
     """
 
+    any_input_size = True
+
     def __init__(self, backbone: Backbone, num_classes: int, config: dict, *, patch_stride: int = 16,
                  cnn: str | None = "resnet101", cnn_weights: str | os.PathLike | None = None,
                  adapter_bottleneck: int | None = None, adapter_branches: Sequence[str] = ADAPTER_BRANCHES,

@@ -54,6 +54,8 @@ class SemanticSAM(nn.Module):
         ValueError: an unknown prompt mode, or box prompts for other than 2 classes.
     """
 
+    any_input_size = False  # True: H x W taken as they are (padded to the stride), not resized to image_size
+
     def __init__(self, backbone: Backbone, num_classes: int, config: Mapping[str, Any]):
         super().__init__()
         prompt = config.get("prompt", "none")
