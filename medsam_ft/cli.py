@@ -27,8 +27,9 @@ interrupted batch resumes. Exit status 0: all written or skipped; 1: an input wa
 
 EXPORT_HELP = """Export a trained network for other runtimes: float[B, 3, S, S] pixels in [0, 1] -> logits
 float[B, C, S/s, S/s] (C classes; argmax for labels), normalisation inside, LoRA / SVD coefficients merged.
-B and S are fixed by the export (GSAM's ONNX: any H, W multiples of 16). The file is kept only if TorchScript (torch.jit.load) or ONNX (onnxruntime)
-reproduces PyTorch's logits on test inputs (largest difference printed)."""
+B and S are fixed by the export (GSAM's ONNX: any H, W multiples of 16). The file is kept only if
+TorchScript (torch.jit.load) or ONNX (onnxruntime) reproduces PyTorch's logits on test inputs (largest
+difference printed)."""
 
 
 def info() -> str:
