@@ -166,6 +166,6 @@ def test_metadata_states_this_version_and_numbers_only(bundle):
     assert meta["required_packages_version"]["medsam-ft"] == medsam_ft.__version__ == meta["version"]
     assert all(isinstance(v, (int, float)) for v in meta["eval_metrics"].values())
     output = next(iter(meta["network_data_format"]["outputs"].values()))
-    assert "logits" in output["description"]
-    if isinstance(output["num_channels"], int):  # 2D bundles: C comes from the data set
+    assert "logits" in output["description"] and output["format"] == "labels"  # C class channels, argmax = label
+    if isinstance(output["num_channels"], int):  # folder_2d: C comes from the data set
         assert len(output["channel_def"]) == output["num_channels"]
