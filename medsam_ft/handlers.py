@@ -35,7 +35,8 @@ class EpochMetricsHandler:
     ``measure(engine)`` (yield ``(name, measurements)`` for ``engine.state.output``) and
     ``report(engine, collected)`` (log, write CSVs under ``output_dir``, set ``engine.state.metrics``).
     Under DDP each rank measures its share; at the end the ranks' results are gathered (an item
-    measured by two ranks, as uneven sharding repeats some, counts once) and rank 0 reports.
+    measured by two ranks, as uneven sharding repeats some, counts once), ordered by name, and rank 0
+    reports.
 
     Args:
         class_names: C names, background first.
@@ -66,9 +67,11 @@ class EpochMetricsHandler:
         if is_distributed():
             parts: list[dict[str, Any]] = [{} for _ in range(world_size())]
             torch.distributed.all_gather_object(parts, collected)
-            collected = {name: value for part in parts for name, value in part.items()}
+            # rows by name, however the items were sharded (one process: the data set's order)
+            collected = dict(sorted(((name, value) for part in parts for name, value in part.items()),
+                                    key=lambda item: item[0]))
         if collected and is_main_process():
-            self.report(engine, dict(sorted(collected.items())))  # rows by name, however the items were sharded
+            self.report(engine, collected)
 
     def measure(self, engine: Engine) -> Iterable[tuple[str, Any]]:
         raise NotImplementedError
