@@ -55,20 +55,29 @@ def _decathlon(phantom_dir: Path, root: Path, modality: dict | None = None, mr: 
     return root
 
 
-def test_decathlon_layout_trains_and_evaluates_with_a_volume_bundle(phantom_dir, tmp_path, run_bundle):
+def _train_evaluate_predict(dataset_dir: Path, scan: Path, tmp_path: Path, run_bundle, organs: list[str]) -> None:
+    """One short samed_synapse training on a converted data set, its evaluation, and medsam-ft predict on a scan."""
+    out = tmp_path / "run"
+    run_bundle(ROOT / "bundles" / "samed_synapse" / "train.json", "--dataset_dir", str(dataset_dir), "--output_dir",
+               str(out), *TINY_TRAINING)
+    run_bundle(ROOT / "bundles" / "samed_synapse" / "evaluate.json", "--dataset_dir", str(dataset_dir), "--checkpoint",
+               str(out / "best.pt"), "--output_dir", str(tmp_path / "eval"), "--slice_batch_size", "64")
+    header = (tmp_path / "eval" / "metrics_clinical.csv").read_text().splitlines()[0]
+    assert header.startswith(",".join(["case", *(f"{o}_dice" for o in organs), *(f"{o}_hd95" for o in organs)]))
+    assert main(["predict", "--checkpoint", str(out / "best.pt"), "-i", str(scan), "-o", str(tmp_path / "pred"),
+                 "--quiet"]) == 0
+    name = scan.name.removesuffix(".nii.gz") if scan.is_file() else scan.name
+    assert nib.load(tmp_path / "pred" / f"{name}_seg.nii.gz").shape == nib.load(scan).shape
+
+
+def test_decathlon_layout_trains_evaluates_and_predicts(phantom_dir, tmp_path, run_bundle):
     root = _decathlon(phantom_dir, tmp_path / "Task09_Phantom")
     decathlon_main(["--root", str(root), "--val_cases", "1", "--test_fraction", "0.34", "--hu_window", "-150", "250"])
     spec = read_dataset_spec(root)
     assert spec.class_names == ["background", "spleen", "liver"]
     assert spec.intensity == {"kind": "window", "window": [-150.0, 250.0]}
     assert [len(spec.splits[s]) for s in ("training", "validation", "test")] == [3, 1, 2]  # 6 labelled cases
-    out = tmp_path / "run"
-    run_bundle(ROOT / "bundles" / "samed_synapse" / "train.json", "--dataset_dir", str(root), "--output_dir", str(out),
-               *TINY_TRAINING)
-    run_bundle(ROOT / "bundles" / "samed_synapse" / "evaluate.json", "--dataset_dir", str(root), "--checkpoint",
-               str(out / "best.pt"), "--output_dir", str(tmp_path / "eval"), "--slice_batch_size", "64")
-    header = (tmp_path / "eval" / "metrics_clinical.csv").read_text().splitlines()[0]
-    assert header.startswith("case,spleen_dice,liver_dice,spleen_hd95,liver_hd95")
+    _train_evaluate_predict(root, root / "imagesTr" / "case_0001.nii.gz", tmp_path, run_bundle, ["spleen", "liver"])
 
 
 def test_decathlon_layouts_that_cannot_be_read_are_refused(phantom_dir, tmp_path, capsys):
@@ -86,20 +95,12 @@ def test_mr_volumes_train_evaluate_and_predict_with_their_percentiles(phantom_di
     medsam-ft predict all scale each volume by its own percentiles."""
     root = _decathlon(phantom_dir, tmp_path / "Task99_MR", modality={"0": "MRI"}, mr=True)
     decathlon_main(["--root", str(root), "--val_cases", "1", "--test_fraction", "0.34"])
-    assert read_dataset_spec(root).intensity == {"kind": "percentiles", "percentiles": [0.5, 99.5]}
-    out = tmp_path / "run"
-    run_bundle(ROOT / "bundles" / "samed_synapse" / "train.json", "--dataset_dir", str(root), "--output_dir", str(out),
-               *TINY_TRAINING)
-    checkpoint = torch.load(out / "best.pt", weights_only=True)
-    assert checkpoint["intensity"] == {"kind": "percentiles", "percentiles": [0.5, 99.5]}
-    run_bundle(ROOT / "bundles" / "samed_synapse" / "evaluate.json", "--dataset_dir", str(root), "--checkpoint",
-               str(out / "best.pt"), "--output_dir", str(tmp_path / "eval"), "--slice_batch_size", "64")
-    assert (tmp_path / "eval" / "metrics_clinical.csv").is_file()
-    scan = sorted((root / "imagesTr").iterdir())[0]
-    assert main(["predict", "--checkpoint", str(out / "best.pt"), "-i", str(scan), "-o", str(tmp_path / "pred"),
-                 "--quiet"]) == 0
-    summary = json.loads((tmp_path / "pred" / f"{_case(scan)}_seg.json").read_text())
-    assert summary["intensity"] == {"kind": "percentiles", "percentiles": [0.5, 99.5]}
+    percentiles = {"kind": "percentiles", "percentiles": [0.5, 99.5]}
+    assert read_dataset_spec(root).intensity == percentiles
+    scan = root / "imagesTr" / "case_0001.nii.gz"
+    _train_evaluate_predict(root, scan, tmp_path, run_bundle, ["spleen", "liver"])
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["intensity"] == percentiles
+    assert json.loads((tmp_path / "pred" / f"{_case(scan)}_seg.json").read_text())["intensity"] == percentiles
 
 
 def _nnunet_v2(phantom_dir: Path, root: Path, labels: dict) -> Path:
@@ -116,7 +117,7 @@ def _nnunet_v2(phantom_dir: Path, root: Path, labels: dict) -> Path:
     return root
 
 
-def test_nnunet_v2_layout_converts_and_refuses_regions(phantom_dir, tmp_path, capsys):
+def test_nnunet_v2_layout_trains_evaluates_predicts_and_refuses_regions(phantom_dir, tmp_path, capsys, run_bundle):
     root = _nnunet_v2(phantom_dir, tmp_path / "Dataset009_Phantom", {"background": 0, "spleen": 1, "liver": 2})
     nnunet_main(["--root", str(root), "--val_cases", "1"])
     spec = read_dataset_spec(root)
@@ -124,6 +125,8 @@ def test_nnunet_v2_layout_converts_and_refuses_regions(phantom_dir, tmp_path, ca
     assert spec.intensity == {"kind": "window", "window": [-125.0, 275.0]}
     cases = {item["case"] for split in spec.splits.values() for item in split}
     assert cases == {f"Phantom_{i:04d}" for i in range(1, 7)}
+    _train_evaluate_predict(root, root / "imagesTr" / "Phantom_0001_0000.nii.gz", tmp_path, run_bundle,
+                            ["spleen", "liver"])
     regions = _nnunet_v2(phantom_dir, tmp_path / "regions", {"background": 0, "organ": [1, 2], "spleen": 1})
     with pytest.raises(SystemExit):
         nnunet_main(["--root", str(regions)])
@@ -164,7 +167,7 @@ def _totalsegmentator(phantom_dir: Path, root: Path) -> Path:
     return root
 
 
-def test_totalsegmentator_structures_merge_into_one_label_map(phantom_dir, tmp_path, capsys):
+def test_totalsegmentator_structures_merge_train_evaluate_and_predict(phantom_dir, tmp_path, capsys, run_bundle):
     root = _totalsegmentator(phantom_dir, tmp_path / "Totalsegmentator_dataset")
     out = tmp_path / "converted" / "datalist.json"
     totalsegmentator_main(["--root", str(root), "--out", str(out), "--structures", "liver,spleen"])
@@ -175,6 +178,7 @@ def test_totalsegmentator_structures_merge_into_one_label_map(phantom_dir, tmp_p
     merged = np.asarray(nib.load(item["label"]).dataobj)
     raw = np.asarray(nib.load(phantom_dir / "label" / "label0003.nii.gz").dataobj)  # s0002 = the third case
     np.testing.assert_array_equal(merged, np.select([raw == 6, raw == 1], [1, 2], 0))
+    _train_evaluate_predict(out.parent, root / "s0000" / "ct.nii.gz", tmp_path, run_bundle, ["liver", "spleen"])
     liver = root / "s0001" / "segmentations" / "liver.nii.gz"
     spleen = nib.load(root / "s0001" / "segmentations" / "spleen.nii.gz")
     nib.save(nib.Nifti1Image(np.asarray(nib.load(liver).dataobj) | np.asarray(spleen.dataobj), spleen.affine), liver)
