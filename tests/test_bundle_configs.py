@@ -163,6 +163,12 @@ def test_metadata_states_this_version_and_numbers_only(bundle):
     """metadata.json (what MONAI's tools read): this medsam-ft's version, numeric eval_metrics (or none),
     and an output of class scores with one channel per class the bundle's docs name."""
     meta = json.loads((BUNDLES / bundle / "metadata.json").read_text())
+    # the mandatory keys of MONAI's bundle specification (docs: mb_specification, "metadata.json File")
+    assert {"version", "monai_version", "pytorch_version", "numpy_version", "optional_packages_version", "task",
+            "description", "authors", "copyright", "network_data_format"} <= set(meta)
+    for tensor in [*meta["network_data_format"]["inputs"].values(), *meta["network_data_format"]["outputs"].values()]:
+        assert {"type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data",
+                "channel_def"} <= set(tensor)
     assert meta["required_packages_version"]["medsam-ft"] == medsam_ft.__version__ == meta["version"]
     assert all(isinstance(v, (int, float)) for v in meta["eval_metrics"].values())
     output = next(iter(meta["network_data_format"]["outputs"].values()))
