@@ -1,4 +1,4 @@
-"""Engine pieces whose state must survive a resume."""
+"""Handler state that must survive a resume (the best-checkpoint record)."""
 
 import torch
 from ignite.engine import Engine
