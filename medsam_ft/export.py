@@ -73,7 +73,8 @@ def export_network(network: SemanticSAM, path: str | os.PathLike, fmt: str, imag
         network: a trained network (on the CPU).
         path: the file to write (``.ts`` / ``.pt`` for TorchScript, ``.onnx``).
         fmt: ``torchscript`` or ``onnx``.
-        image_size: S of the exported input (default: the network's own input size).
+        image_size: S of the exported input (default: the network's own input size; a multiple of 16 for
+            networks of any input size, whose ONNX height and width are multiples of 16).
         batch_size: B of the exported input.
 
     Returns:
