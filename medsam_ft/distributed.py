@@ -15,6 +15,11 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def local_rank() -> int:
+    """This process's index on its machine (``torchrun``'s ``LOCAL_RANK``; 0 alone): its GPU under DDP."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def init_from_environment() -> None:
     """Join the DDP process group when launched by ``torchrun`` with several processes.
 
@@ -25,7 +30,7 @@ def init_from_environment() -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) < 2 or is_distributed():
         return
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_rank())
     dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
@@ -120,7 +125,7 @@ def resolve_device(device: str | None = None) -> torch.device:
     if device in (None, "", "auto"):
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if is_distributed() else torch.device("cuda")
+        return torch.device("cuda", local_rank()) if is_distributed() else torch.device("cuda")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")

@@ -297,7 +297,7 @@ class LastCheckpoint:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def save(self, engine: Engine) -> None:
-        if idist.get_rank() > 0:
+        if not is_main_process():
             return
         state = {name: obj.state_dict() for name, obj in self.objects.items()}
         state["trainer"] = engine.state_dict()
